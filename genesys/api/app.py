@@ -1,0 +1,70 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from genesys import __version__
+from genesys.agents.genesys import GenesysAssistant
+from genesys.api.deps import Services
+from genesys.api.errors import install_error_handlers
+from genesys.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from genesys.api.routes import chat, completions, health, models
+from genesys.runtime.ab_router import AbRouter
+from genesys.runtime.engine_host import EngineHost
+from genesys.runtime.engines import InferenceEngine, make_engine
+from genesys.runtime.interaction_log import InteractionLog
+from genesys.runtime.prompts import PromptLibrary
+from genesys.runtime.raw_export import RawExporter
+from genesys.runtime.settings import Settings
+from genesys.runtime.store import InteractionStore
+
+log = structlog.get_logger(__name__)
+
+
+def build_services(settings: Settings, *, engine: InferenceEngine | None = None) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    host = EngineHost(engine or make_engine(settings))
+    store = InteractionStore(settings.database_url)
+    return Services(
+        settings=settings,
+        host=host,
+        store=store,
+        log=InteractionLog(store, RawExporter(settings.data_dir)),
+        router=AbRouter(),
+        assistant=GenesysAssistant(
+            host, PromptLibrary(), context_window=settings.data_collection.context_window
+        ),
+        started_at=int(time.time()),
+    )
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    """The app; the engine loads in the background at start-up (``/readyz`` says when it is done)."""
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.host.start_loading()
+        log.info(
+            "server.starting",
+            engine=services.host.engine.kind,
+            data_dir=str(settings.data_dir),
+            auth="api keys" if settings.auth_enabled else "none (loopback only)",
+        )
+        yield
+        services.store.close()
+
+    app = FastAPI(title="Genesys", version=__version__, lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (health, models, chat, completions):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,292 @@
+"""One settings object for all of Genesys.
+
+Read from ``configs/genesys.yaml`` (or the file named by ``GENESYS_CONFIG``), overridden by
+``GENESYS_*`` environment variables (nested keys joined by ``__``, e.g.
+``GENESYS_SERVER__PORT=8001``). Unknown keys, in the file or in the environment, are an error.
+
+The file carries the seed's whole ``TRAINING_CONFIG`` (``data_collection``, ``autogen_agents``,
+``training_pipeline``, ``quality_gates``) plus the ``server``, ``model``, ``storage``, ``auth`` and
+``logging`` sections.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from genesys.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "genesys.yaml"
+ENV_PREFIX = "GENESYS_"
+# Environment variables read outside the settings object (they locate it).
+_LOCATOR_ENV = {"GENESYS_CONFIG"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- the seed's TRAINING_CONFIG -------------------------------------------------------------------
+
+
+class DataCollection(_Section):
+    log_all_interactions: bool = Field(True, description="Store every interaction, not only rated ones.")
+    quality_threshold: float = Field(0.7, ge=0, le=1, description="Score at or above which data is premium.")
+    context_window: int = Field(4096, gt=0, description="Largest prompt in tokens; longer ones get a 400.")
+    tag_categories: list[str] = Field(
+        default_factory=lambda: ["coding", "debugging", "explanation", "architecture", "optimization", "testing"]
+    )
+
+
+class AgentConfig(_Section):
+    model: str = "genesys-local"
+    specialization: str
+    trigger_threshold: int | None = Field(None, gt=0, description="Interactions between two cycles.")
+    filter_criteria: list[str] | None = None
+    lora_config: LoraConfig | None = None
+    metrics: list[str] | None = None
+
+
+class LoraConfig(_Section):
+    rank: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+AgentConfig.model_rebuild()
+
+
+def _default_agents() -> dict[str, AgentConfig]:
+    return {
+        "data_analyst": AgentConfig(specialization="data_quality_analysis", trigger_threshold=100),
+        "data_curator": AgentConfig(
+            specialization="dataset_preparation", filter_criteria=["relevance", "accuracy", "completeness"]
+        ),
+        "trainer_agent": AgentConfig(specialization="model_training", lora_config=LoraConfig()),
+        "validator_agent": AgentConfig(
+            specialization="model_validation", metrics=["bleu", "rouge", "bertscore", "user_satisfaction"]
+        ),
+    }
+
+
+class AutogenAgents(_Section):
+    data_analyst: AgentConfig = Field(default_factory=lambda: _default_agents()["data_analyst"])
+    data_curator: AgentConfig = Field(default_factory=lambda: _default_agents()["data_curator"])
+    trainer_agent: AgentConfig = Field(default_factory=lambda: _default_agents()["trainer_agent"])
+    validator_agent: AgentConfig = Field(default_factory=lambda: _default_agents()["validator_agent"])
+
+
+class TrainingPipeline(_Section):
+    batch_size: int = Field(4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: int = Field(3, gt=0)
+    gradient_accumulation: int = Field(8, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    evaluation_strategy: Literal["steps", "epoch", "no"] = "steps"
+    eval_steps: int = Field(500, gt=0)
+    save_strategy: Literal["steps", "epoch", "no"] = "epoch"
+    logging_steps: int = Field(100, gt=0)
+
+
+class QualityGates(_Section):
+    minimum_improvement: float = Field(0.05, ge=0, description="Relative gain needed on the primary metric.")
+    validation_score_threshold: float = Field(0.8, ge=0, le=1)
+    user_satisfaction_threshold: float = Field(0.85, ge=0, le=1)
+    a_b_test_duration_hours: float = Field(24, gt=0)
+    rollback_on_degradation: bool = True
+
+
+# --- server, model, storage, auth, logging --------------------------------------------------------
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Larger request bodies get a 413.")
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class LlamaCppConfig(_Section):
+    n_threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores.")
+    n_batch: int = Field(512, gt=0)
+    max_loaded_models: int = Field(4, gt=0, description="Adapter models held in memory at once.")
+
+
+class TransformersConfig(_Section):
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+class VllmConfig(_Section):
+    base_url: str = "http://127.0.0.1:8001/v1"
+    api_key: SecretStr | None = None
+    served_model: str | None = Field(None, description="vLLM's name for the base model; default: asked.")
+    timeout_s: float = Field(120, gt=0)
+
+
+class ModelConfig(_Section):
+    engine: Literal["llamacpp", "transformers", "vllm"] = "llamacpp"
+    name: str = Field("genesys-local", description="The model id clients send and /v1/models lists.")
+    path: Path | None = Field(
+        None, description="A GGUF file or a Hugging Face model directory; default: the embedded SmolLM2."
+    )
+    max_tokens: int = Field(512, gt=0, description="Default completion length when a request sets none.")
+    temperature: float = Field(0.2, ge=0, le=2)
+    seed: int | None = None
+    llamacpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig)
+    transformers: TransformersConfig = Field(default_factory=TransformersConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+
+class StorageConfig(_Section):
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the data dir.")
+    chroma_url: str | None = Field(None, description="A Chroma server; default: embedded in the data dir.")
+
+
+Role = Literal["user", "operator", "admin"]
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "your-api-key", "xxx", "todo"}
+
+
+class ApiKey(_Section):
+    name: str
+    role: Role = "user"
+    key: SecretStr
+
+    @field_validator("key")
+    @classmethod
+    def _real_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.lower() in _PLACEHOLDER_KEYS or raw.lower().startswith("your"):
+            raise ValueError("API key is a placeholder; set a real secret")
+        if len(raw) < 16:
+            raise ValueError("API key must be at least 16 characters")
+        return value
+
+
+class AuthConfig(_Section):
+    keys: list[ApiKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthConfig:
+        seen = [k.key.get_secret_value() for k in self.keys]
+        if len(seen) != len(set(seen)):
+            raise ValueError("the same API key is listed twice")
+        return self
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = Field(True, alias="json")
+
+
+class Settings(BaseSettings):
+    """Everything Genesys reads from configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data_dir: Path = Field(Path("data"), description="Where the store, datasets and adapters live.")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    data_collection: DataCollection = Field(default_factory=DataCollection)
+    autogen_agents: AutogenAgents = Field(default_factory=AutogenAgents)
+    training_pipeline: TrainingPipeline = Field(default_factory=TrainingPipeline)
+    quality_gates: QualityGates = Field(default_factory=QualityGates)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Priority: explicit arguments, then the environment, then the YAML file.
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _resolve_data_dir(self) -> Settings:
+        if not self.data_dir.is_absolute():
+            object.__setattr__(self, "data_dir", (Path.cwd() / self.data_dir).resolve())
+        return self
+
+    @cached_property
+    def database_url(self) -> str:
+        return self.storage.database_url or f"sqlite:///{self.data_dir / 'genesys.db'}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth.keys)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML config file; a missing default file means all defaults."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return load_config_file(config_path())
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("GENESYS_CONFIG", str(DEFAULT_CONFIG_PATH)))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        if path == DEFAULT_CONFIG_PATH:
+            return {}
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _unknown_env_keys() -> list[str]:
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | _LOCATOR_ENV
+    unknown = []
+    for var in os.environ:
+        if not var.startswith(ENV_PREFIX) or var in _LOCATOR_ENV:
+            continue
+        head = var.split("__", 1)[0]
+        if head not in known:
+            unknown.append(var)
+    return sorted(unknown)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; raises ``ConfigError`` with one readable line on any mistake."""
+    from pydantic import ValidationError
+
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise ConfigError(f"unknown setting in the environment: {', '.join(unknown)}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
