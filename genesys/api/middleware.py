@@ -88,38 +88,22 @@ class BodySizeLimitMiddleware:
             await self._refuse(send)
             return
         received = 0
-        too_large = False
+        refused = False
 
         async def _receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge
+                    # Answer now and tell the app the client left; whatever it replies is dropped.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        started = False
-
         async def _send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, _receive, _send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-        except Exception as exc:
-            if too_large and not started:
-                await self._refuse(send)
-            else:
-                raise exc
-
-
-class _BodyTooLarge(Exception):
-    pass
-
+        await self.app(scope, _receive, _send)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, TypeDecorator, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -30,6 +30,25 @@ def utcnow() -> datetime:
 def new_interaction_id(endpoint: Endpoint) -> str:
     prefix = "chatcmpl" if endpoint == "chat" else "cmpl"
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store aware UTC datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -59,8 +78,8 @@ class InteractionRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     interaction_type: Mapped[str] = mapped_column(String(16), index=True)
     category: Mapped[str | None] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    completed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Interaction(BaseModel):

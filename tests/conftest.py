@@ -1,0 +1,96 @@
+"""Shared fixtures: one loaded model for the whole session, real servers on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+# Nothing is downloaded at run time: fail loudly if anything tries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_engine() -> Any:
+    """The embedded SmolLM2 GGUF in llama.cpp, loaded once for every test that needs a model."""
+    from genesys.runtime.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(n_ctx=4096 + 512, seed=1234)
+    engine.load()
+    return engine
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from genesys.runtime.settings import load_settings
+
+    for var in list(os.environ):
+        if var.startswith("GENESYS_"):
+            monkeypatch.delenv(var)
+    return load_settings(data_dir=tmp_path / "data")
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    services: Any
+    settings: Any
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+class _ThreadedServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test runner owns signals
+        pass
+
+
+def start_live_server(settings: Any, engine: Any) -> Iterator[LiveServer]:
+    from genesys.api.app import build_services, create_app
+
+    services = build_services(settings, engine=engine)
+    app = create_app(settings, services=services)
+    port = free_port()
+    server = _ThreadedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("the test server did not become ready")
+    try:
+        yield LiveServer(base, services, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def live_server(settings: Any, llama_engine: Any) -> Iterator[LiveServer]:
+    """The real app on a loopback port, with a fresh data dir and the shared model."""
+    yield from start_live_server(settings, llama_engine)
