@@ -16,7 +16,11 @@ def genesys(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     child = {k: v for k, v in os.environ.items() if not k.startswith("GENESYS_")}
     child.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "genesys.cli", *args], capture_output=True, text=True, env=child, cwd=REPO,
+        [sys.executable, "-m", "genesys.cli", *args],
+        capture_output=True,
+        text=True,
+        env=child,
+        cwd=REPO,
         timeout=120,
     )
 

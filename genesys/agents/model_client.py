@@ -77,7 +77,9 @@ def to_engine_messages(messages: Sequence[LLMMessage], tools: list[dict[str, Any
                 turns.append(ChatMessage("assistant", "\n".join(filter(None, [message.thought, *calls]))))
         elif isinstance(message, FunctionExecutionResultMessage):
             for result in message.content:
-                turns.append(ChatMessage("user", f"Result of {result.name or result.call_id}:\n{result.content}"))
+                turns.append(
+                    ChatMessage("user", f"Result of {result.name or result.call_id}:\n{result.content}")
+                )
     if tools:
         system.append(render_tools_prompt(tools))
     head = [ChatMessage("system", "\n\n".join(system))] if system else []
@@ -225,7 +227,7 @@ class EngineChatCompletionClient(ChatCompletionClient):
         return self._params.max_tokens - self.count_tokens(messages, tools=tools)
 
     @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
+    def capabilities(self) -> ModelCapabilities:
         return {"vision": False, "function_calling": True, "json_output": False}
 
     @property

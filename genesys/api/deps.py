@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -65,7 +66,7 @@ def authenticate(settings: Settings, authorization: str | None) -> Caller:
     return Caller(match.name, match.role)
 
 
-def require(role: Role):  # type: ignore[no-untyped-def]
+def require(role: Role) -> Callable[..., Caller]:
     """A dependency that lets through callers with ``role`` or a higher one."""
 
     def _check(request: Request, services: ServicesDep) -> Caller:

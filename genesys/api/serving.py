@@ -42,7 +42,9 @@ def resolve_route(services: Services, model: str, *, user: str | None, conversat
     )
 
 
-def generation_params(services: Services, body: _GenerationFields, max_tokens: int | None) -> GenerationParams:
+def generation_params(
+    services: Services, body: _GenerationFields, max_tokens: int | None
+) -> GenerationParams:
     model = services.settings.model
     return GenerationParams(
         max_tokens=max_tokens or model.max_tokens,

@@ -9,11 +9,11 @@ the reply is never an error because the model wrote something unexpected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
 from typing import Any
-
 
 TOOL_CALL_OPEN = "<tool_call>"
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
@@ -38,10 +38,8 @@ def content_text(content: Any) -> str:
 
 def render_tool_call(name: str, arguments: Any) -> str:
     if isinstance(arguments, str):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            pass
     return f"{TOOL_CALL_OPEN}{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
 
 

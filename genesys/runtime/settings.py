@@ -41,7 +41,14 @@ class DataCollection(_Section):
     quality_threshold: float = Field(0.7, ge=0, le=1, description="Score at or above which data is premium.")
     context_window: int = Field(4096, gt=0, description="Largest prompt in tokens; longer ones get a 400.")
     tag_categories: list[str] = Field(
-        default_factory=lambda: ["coding", "debugging", "explanation", "architecture", "optimization", "testing"]
+        default_factory=lambda: [
+            "coding",
+            "debugging",
+            "explanation",
+            "architecture",
+            "optimization",
+            "testing",
+        ]
     )
 
 

@@ -27,7 +27,9 @@ def post(server: LiveServer, path: str, **kwargs: Any) -> httpx.Response:
 
 def test_malformed_json(live_server: LiveServer) -> None:
     response = post(
-        live_server, "/chat/completions", content=b'{"model": "genesys-local", "messages": [',
+        live_server,
+        "/chat/completions",
+        content=b'{"model": "genesys-local", "messages": [',
         headers={"content-type": "application/json"},
     )
     assert_openai_error(response, 400, "invalid_json")
@@ -35,7 +37,9 @@ def test_malformed_json(live_server: LiveServer) -> None:
 
 def test_unknown_model(live_server: LiveServer) -> None:
     response = post(
-        live_server, "/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}
+        live_server,
+        "/chat/completions",
+        json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]},
     )
     error = assert_openai_error(response, 404, "model_not_found")
     assert error["param"] == "model" and "genesys-local" in error["message"]
@@ -51,13 +55,19 @@ def test_unknown_model(live_server: LiveServer) -> None:
         ({"model": "genesys-local", "messages": []}, "messages"),
         ({"model": "genesys-local"}, "messages"),
         ({"model": "genesys-local", "messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
-        ({"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
-         "max_tokens"),
-        ({"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "temperature": 7},
-         "temperature"),
+        (
+            {"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+            "max_tokens",
+        ),
+        (
+            {"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "temperature": 7},
+            "temperature",
+        ),
         ({"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
-        ({"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "tools": [{"x": 1}]},
-         "tools"),
+        (
+            {"model": "genesys-local", "messages": [{"role": "user", "content": "hi"}], "tools": [{"x": 1}]},
+            "tools",
+        ),
         ([1, 2, 3], None),
     ],
 )
@@ -73,7 +83,11 @@ def test_prompt_over_the_context_window(live_server: LiveServer) -> None:
         response = post(
             live_server,
             "/chat/completions",
-            json={"model": "genesys-local", "messages": [{"role": "user", "content": long_text}], "stream": stream},
+            json={
+                "model": "genesys-local",
+                "messages": [{"role": "user", "content": long_text}],
+                "stream": stream,
+            },
         )
         error = assert_openai_error(response, 400, "context_length_exceeded")
         assert "4096" in error["message"]
@@ -132,7 +146,9 @@ def test_api_keys(keyed_server: LiveServer) -> None:
     wrong = {"Authorization": "Bearer not-the-key-0123456789"}
     assert_openai_error(post(keyed_server, "/chat/completions", json=body, headers=wrong), 401)
     response = post(
-        keyed_server, "/chat/completions", json=body,
+        keyed_server,
+        "/chat/completions",
+        json=body,
         headers={"Authorization": "Bearer user-key-0123456789abcdef"},
     )
     assert response.status_code == 200

@@ -20,14 +20,21 @@ def test_a_completed_reply_survives_kill_9(tmp_path: Path) -> None:
             for i in range(3):
                 body = client.post(
                     "/chat/completions",
-                    json={"model": "genesys-local", "max_tokens": 16,
-                          "messages": [{"role": "user", "content": f"Name a Python builtin ({i})."}]},
+                    json={
+                        "model": "genesys-local",
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": f"Name a Python builtin ({i})."}],
+                    },
                 ).json()
                 seen[body["id"]] = body["choices"][0]["message"]["content"]
             # Stream one more and kill the server the moment its finishing chunk arrives,
             # before it even sends [DONE].
-            request = {"model": "genesys-local", "max_tokens": 24, "stream": True,
-                       "messages": [{"role": "user", "content": "Write a haiku about SQLite."}]}
+            request = {
+                "model": "genesys-local",
+                "max_tokens": 24,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Write a haiku about SQLite."}],
+            }
             with client.stream("POST", "/chat/completions", json=request) as response:
                 text: list[str] = []
                 for line in response.iter_lines():

@@ -170,7 +170,10 @@ def test_text_completion_and_fim(live_server: LiveServer) -> None:
 
 def test_streamed_text_completion(live_server: LiveServer) -> None:
     stream = client(live_server).completions.create(
-        model="genesys-local", prompt="# A Python list of three colours\ncolours =", max_tokens=10, stream=True
+        model="genesys-local",
+        prompt="# A Python list of three colours\ncolours =",
+        max_tokens=10,
+        stream=True,
     )
     text = "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
     assert text
@@ -201,8 +204,11 @@ def test_requests_with_tools_are_answered_with_text_or_tool_calls(live_server: L
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "read_file", "arguments": '{"filepath": "main.py"}'}}
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": '{"filepath": "main.py"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "print('hello')"},

@@ -21,8 +21,11 @@ def test_share_and_stability() -> None:
     for i in range(50):
         first = router.route(user=f"user-{i}", conversation_id="c1")
         assert router.route(user=f"user-{i}", conversation_id="other").arm == first.arm
-    candidate = next(router.route(user=f"user-{i}", conversation_id="c") for i in range(100)
-                     if router.route(user=f"user-{i}", conversation_id="c").arm == "candidate")
+    candidate = next(
+        router.route(user=f"user-{i}", conversation_id="c")
+        for i in range(100)
+        if router.route(user=f"user-{i}", conversation_id="c").arm == "candidate"
+    )
     assert candidate.adapter == "v2"
 
 

@@ -6,13 +6,18 @@ import json
 
 from genesys.runtime.chat_format import content_text, may_be_tool_call, parse_tool_calls, render_tools_prompt
 
-TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.",
-                                            "parameters": {"type": "object"}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "read_file", "description": "Read a file.", "parameters": {"type": "object"}},
+    }
+]
 
 
 def test_tagged_call_of_a_listed_tool() -> None:
-    text, calls = parse_tool_calls('<tool_call>{"name": "read_file", "arguments": {"filepath": "a.py"}}</tool_call>',
-                                   TOOLS)
+    text, calls = parse_tool_calls(
+        '<tool_call>{"name": "read_file", "arguments": {"filepath": "a.py"}}</tool_call>', TOOLS
+    )
     assert text == ""
     assert calls[0]["type"] == "function" and calls[0]["id"].startswith("call_")
     assert calls[0]["function"]["name"] == "read_file"
@@ -40,7 +45,10 @@ def test_prompt_lists_tools_and_prefix_detection() -> None:
 
 
 def test_content_parts() -> None:
-    parts = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text",
-                                                                                             "text": "b"}]
+    parts = [
+        {"type": "text", "text": "a"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+        {"type": "text", "text": "b"},
+    ]
     assert content_text(parts) == "a\nb"
     assert content_text(None) == ""

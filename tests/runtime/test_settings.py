@@ -24,7 +24,14 @@ def test_the_shipped_config_carries_the_seeds_training_config() -> None:
     assert DEFAULT_CONFIG_PATH.is_file()
     dc = settings.data_collection
     assert (dc.log_all_interactions, dc.quality_threshold, dc.context_window) == (True, 0.7, 4096)
-    assert dc.tag_categories == ["coding", "debugging", "explanation", "architecture", "optimization", "testing"]
+    assert dc.tag_categories == [
+        "coding",
+        "debugging",
+        "explanation",
+        "architecture",
+        "optimization",
+        "testing",
+    ]
     agents = settings.autogen_agents
     assert agents.data_analyst.trigger_threshold == 100
     assert agents.data_curator.filter_criteria == ["relevance", "accuracy", "completeness"]
@@ -37,7 +44,9 @@ def test_the_shipped_config_carries_the_seeds_training_config() -> None:
     assert (tp.save_strategy, tp.logging_steps) == ("epoch", 100)
     qg = settings.quality_gates
     assert (qg.minimum_improvement, qg.validation_score_threshold, qg.user_satisfaction_threshold) == (
-        0.05, 0.8, 0.85,
+        0.05,
+        0.8,
+        0.85,
     )
     assert (qg.a_b_test_duration_hours, qg.rollback_on_degradation) == (24, True)
     assert settings.server.host == "127.0.0.1" and settings.model.engine == "llamacpp"
@@ -47,7 +56,9 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("GENESYS_SERVER__PORT", "8123")
     monkeypatch.setenv("GENESYS_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.setenv("GENESYS_QUALITY_GATES__MINIMUM_IMPROVEMENT", "0.1")
-    monkeypatch.setenv("GENESYS_AUTH__KEYS", '[{"name": "ci", "role": "admin", "key": "a-real-secret-123456"}]')
+    monkeypatch.setenv(
+        "GENESYS_AUTH__KEYS", '[{"name": "ci", "role": "admin", "key": "a-real-secret-123456"}]'
+    )
     settings = load_settings()
     assert settings.server.port == 8123
     assert settings.data_dir == tmp_path / "d"
@@ -96,7 +107,7 @@ def test_unknown_environment_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     monkeypatch.delenv("GENESYS_SERVR__PORT")
     monkeypatch.setenv("GENESYS_SERVER__PROT", "1")
-    with pytest.raises(ConfigError, match="server.prot"):
+    with pytest.raises(ConfigError, match=r"server\.prot"):
         load_settings()
 
 

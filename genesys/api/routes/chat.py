@@ -72,7 +72,9 @@ async def chat_completions(
             "created": exchange.created,
             "model": exchange.model,
             "system_fingerprint": exchange.route.model_version,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}
+            ],
             "usage": _usage(result),
         },
         headers=exchange.headers,
@@ -143,9 +145,7 @@ async def _stream(
             await services.log.record(_interaction(exchange, item))
             recorded = True
             if item.tool_calls:
-                yield chunk(
-                    {"tool_calls": [{"index": i, **call} for i, call in enumerate(item.tool_calls)]}
-                )
+                yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(item.tool_calls)]})
             yield chunk({}, item.finish_reason)
             if include_usage:
                 yield sse(

@@ -98,8 +98,10 @@ async def _serve(
         raise
     answer = "".join(text)
     await services.log.record(_interaction(exchange, answer, final))
-    return JSONResponse(_body(exchange, answer, final.finish_reason or "stop", shape, usage=_usage(final)),
-                        headers=exchange.headers)
+    return JSONResponse(
+        _body(exchange, answer, final.finish_reason or "stop", shape, usage=_usage(final)),
+        headers=exchange.headers,
+    )
 
 
 def _interaction(exchange: Exchange, answer: str, final: EngineChunk) -> Any:

@@ -53,7 +53,8 @@ class _LoadedModel:
         )
 
     def chat_prompt_tokens(self, messages: list[ChatMessage]) -> tuple[list[int], list[str]]:
-        rendered = self.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        payload: Any = [{"role": m.role, "content": m.content} for m in messages]
+        rendered = self.formatter(messages=payload)
         tokens = self.llama.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
@@ -227,13 +228,13 @@ class LlamaCppEngine(InferenceEngine):
         llama = loaded.llama
         if suffix is not None and self._supports_fim():
             model = llama._model
-            tokens = (
-                [model.token_prefix()]
-                + llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
-                + [model.token_suffix()]
-                + llama.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
-                + [model.token_middle()]
-            )
+            tokens = [
+                model.token_prefix(),
+                *llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=False),
+                model.token_suffix(),
+                *llama.tokenize(suffix.encode("utf-8"), add_bos=False, special=False),
+                model.token_middle(),
+            ]
             if llama.token_bos() >= 0 and llama._model.add_bos_token():
                 tokens = [llama.token_bos(), *tokens]
             yield from self._generate(loaded, tokens, params, list(params.stop))
@@ -252,7 +253,7 @@ class LlamaCppEngine(InferenceEngine):
     ) -> Iterator[EngineChunk]:
         max_tokens = max(1, min(params.max_tokens, self.n_ctx - len(tokens)))
         with loaded.lock:
-            stream = loaded.llama.create_completion(
+            stream: Any = loaded.llama.create_completion(
                 prompt=tokens,
                 max_tokens=max_tokens,
                 temperature=params.temperature,
