@@ -7,6 +7,7 @@ loop through a queue. A consumer that stops early (the client went away) stops t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -107,7 +108,9 @@ async def _bridge(make: Callable[[], Iterator[EngineChunk]]) -> AsyncIterator[En
                 iterator.close()
             _put(_DONE)
 
-    worker = threading.Thread(target=_run, name="engine-generate", daemon=True)
+    # The request's log context (its request id) follows the generation into the worker thread.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(_run,), name="engine-generate", daemon=True)
     worker.start()
     try:
         while True:
