@@ -22,7 +22,7 @@ from genesys.runtime.interaction_log import InteractionLog
 from genesys.runtime.prompts import PromptLibrary
 from genesys.runtime.raw_export import RawExporter
 from genesys.runtime.settings import Settings
-from genesys.runtime.store import InteractionStore
+from genesys.runtime.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -30,12 +30,12 @@ log = structlog.get_logger(__name__)
 def build_services(settings: Settings, *, engine: InferenceEngine | None = None) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host = EngineHost(engine or make_engine(settings))
-    store = InteractionStore(settings.database_url)
+    store = Store(settings.database_url)
     return Services(
         settings=settings,
         host=host,
         store=store,
-        log=InteractionLog(store, RawExporter(settings.data_dir)),
+        log=InteractionLog(store.interactions, RawExporter(settings.data_dir)),
         router=AbRouter(),
         assistant=GenesysAssistant(
             host, PromptLibrary(), context_window=settings.data_collection.context_window

@@ -16,7 +16,7 @@ from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.interaction_log import InteractionLog
 from genesys.runtime.settings import ApiKey, Role, Settings
-from genesys.runtime.store import InteractionStore
+from genesys.runtime.store import Store
 
 _RANK: dict[Role, int] = {"user": 0, "operator": 1, "admin": 2}
 
@@ -25,7 +25,7 @@ _RANK: dict[Role, int] = {"user": 0, "operator": 1, "admin": 2}
 class Services:
     settings: Settings
     host: EngineHost
-    store: InteractionStore
+    store: Store
     log: InteractionLog
     router: AbRouter
     assistant: GenesysAssistant

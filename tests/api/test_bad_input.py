@@ -93,7 +93,7 @@ def test_prompt_over_the_context_window(live_server: LiveServer) -> None:
         assert "4096" in error["message"]
     response = post(live_server, "/completions", json={"model": "genesys-local", "prompt": long_text})
     assert_openai_error(response, 400, "context_length_exceeded")
-    assert live_server.services.store.count() == 0  # refused requests are not interactions
+    assert live_server.services.store.interactions.count() == 0  # refused requests are not interactions
 
 
 def test_oversized_body(live_server: LiveServer) -> None:
@@ -125,7 +125,7 @@ def test_binary_and_hostile_content_is_served_safely(live_server: LiveServer) ->
         json={"model": "genesys-local", "messages": [{"role": "user", "content": hostile}], "max_tokens": 8},
     )
     assert response.status_code == 200
-    stored = live_server.services.store.get(response.json()["id"])
+    stored = live_server.services.store.interactions.get(response.json()["id"])
     assert stored is not None and stored.request_messages[0]["content"] == hostile
 
 
@@ -152,7 +152,7 @@ def test_api_keys(keyed_server: LiveServer) -> None:
         headers={"Authorization": "Bearer user-key-0123456789abcdef"},
     )
     assert response.status_code == 200
-    stored = keyed_server.services.store.get(response.json()["id"])
+    stored = keyed_server.services.store.interactions.get(response.json()["id"])
     assert stored is not None and stored.user == "dev"
     # Health checks stay open for load balancers.
     assert httpx.get(f"{keyed_server.base_url}/healthz").status_code == 200

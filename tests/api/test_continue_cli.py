@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from genesys.runtime.store import Interaction, InteractionStore
+from genesys.runtime.store import Interaction, Store
 from tests.support.server import REPO_ROOT, RunningServer, started_server
 
 CN = REPO_ROOT / "node_modules" / ".bin" / "cn"
@@ -184,7 +184,7 @@ def user_text(message: dict[str, Any]) -> str:
 
 
 def interactions_for(server: RunningServer, prompt: str) -> list[Interaction]:
-    store = InteractionStore(server.database_url)
+    store = Store(server.database_url).interactions
     try:
         return [
             i

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genesys.runtime.store import InteractionStore
+from genesys.runtime.store import Store
 from tests.support.server import started_server
 
 
@@ -47,7 +47,7 @@ def test_a_completed_reply_survives_kill_9(tmp_path: Path) -> None:
                         assert server.kill() == -9
                         break
                 seen[chunk["id"]] = "".join(text)
-    store = InteractionStore(server.database_url)
+    store = Store(server.database_url).interactions
     for interaction_id, answer in seen.items():
         stored = store.get(interaction_id)
         assert stored is not None, f"{interaction_id} was lost"

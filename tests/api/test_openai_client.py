@@ -50,7 +50,7 @@ def test_chat_answers_and_the_interaction_is_stored(live_server: LiveServer) -> 
     assert reply.id == interaction_id
     assert raw.headers["x-genesys-model-version"] == "base"
 
-    stored = live_server.services.store.get(interaction_id)
+    stored = live_server.services.store.interactions.get(interaction_id)
     assert stored is not None
     assert stored.answer == text
     assert stored.request_messages[-1]["content"].startswith("What does the Python keyword")
@@ -85,7 +85,7 @@ def test_streaming_with_usage_matches_the_stored_answer(live_server: LiveServer)
     assert len(ids) == 1
     assert finish in {"stop", "length"}
     assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 0
-    stored = live_server.services.store.get(ids.pop())
+    stored = live_server.services.store.interactions.get(ids.pop())
     assert stored is not None and stored.answer == "".join(pieces)
     assert stored.ttft_ms is not None and stored.ttft_ms <= stored.latency_ms
 
@@ -143,7 +143,7 @@ def test_text_completion_and_fim(live_server: LiveServer) -> None:
         temperature=0,
     )
     assert with_suffix.choices[0].text
-    stored = live_server.services.store.get(with_suffix.id)
+    stored = live_server.services.store.interactions.get(with_suffix.id)
     assert stored is not None and stored.endpoint == "fim"
     assert stored.context["suffix"] == "\n\nprint(add(1, 2))\n"
 
@@ -194,7 +194,7 @@ def test_requests_with_tools_are_answered_with_text_or_tool_calls(live_server: L
         assert reply.choices[0].finish_reason == "tool_calls"
         assert message.tool_calls[0].function.name == "read_file"
         json.loads(message.tool_calls[0].function.arguments)
-    stored = live_server.services.store.get(reply.id)
+    stored = live_server.services.store.interactions.get(reply.id)
     assert stored is not None and stored.context["tools"][0]["function"]["name"] == "read_file"
 
     # A turn that carries a tool result (what Continue sends after running a tool) is served too.
@@ -225,5 +225,5 @@ def test_a_version_can_be_pinned(live_server: LiveServer, model: str) -> None:
         model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
     assert raw.headers["x-genesys-model-version"] == "base"
-    stored = live_server.services.store.get(raw.headers["x-genesys-interaction-id"])
+    stored = live_server.services.store.interactions.get(raw.headers["x-genesys-interaction-id"])
     assert stored is not None and stored.ab_arm == "pinned"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from genesys.runtime.interaction_type import classify_interaction
 from genesys.runtime.raw_export import RawExporter, export_raw
-from genesys.runtime.store import Interaction, InteractionStore, new_interaction_id
+from genesys.runtime.store import Interaction, Store, new_interaction_id
 
 
 def make(n: int, kind: str = "chat", text: str = "hello") -> Interaction:
@@ -34,7 +34,7 @@ def make(n: int, kind: str = "chat", text: str = "hello") -> Interaction:
 
 def test_round_trip_and_wal(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
-    store = InteractionStore(f"sqlite:///{db}")
+    store = Store(f"sqlite:///{db}").interactions
     items = [make(i) for i in range(5)]
     for item in items:
         store.record(item)
@@ -49,19 +49,19 @@ def test_round_trip_and_wal(tmp_path: Path) -> None:
     assert store.get("missing") is None
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    store.close()
+    store.db.close()
 
 
 def test_a_second_store_on_the_same_file_sees_committed_rows(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'g.db'}"
-    writer, reader = InteractionStore(url), InteractionStore(url)
+    writer, reader = Store(url).interactions, Store(url).interactions
     item = make(1)
     writer.record(item)
     assert reader.get(item.id) is not None
 
 
 def test_raw_export_layout(tmp_path: Path) -> None:
-    store = InteractionStore(f"sqlite:///{tmp_path / 'g.db'}")
+    store = Store(f"sqlite:///{tmp_path / 'g.db'}").interactions
     exporter = RawExporter(tmp_path)
     kinds = ["chat", "code", "debug", "explanation"]
     for n, kind in enumerate(kinds * 2):

@@ -1,4 +1,4 @@
-"""The interaction store: SQLAlchemy, SQLite in WAL mode by default, PostgreSQL by URL.
+"""Interactions: one exchange each, what the IDE sent and what Genesys answered.
 
 An interaction is committed before the last chunk of its reply leaves the server, so a reply the
 client saw complete is never lost, even if the process is killed right after.
@@ -7,64 +7,23 @@ client saw complete is never lost, even if the process is killed right after.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Float,
-    Integer,
-    String,
-    Text,
-    TypeDecorator,
-    create_engine,
-    event,
-    func,
-    select,
-)
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import JSON, Float, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
 
 InteractionType = Literal["chat", "code", "debug", "explanation"]
 Endpoint = Literal["chat", "completion", "fim"]
 Status = Literal["completed", "error", "cancelled"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_interaction_id(endpoint: Endpoint) -> str:
     prefix = "chatcmpl" if endpoint == "chat" else "cmpl"
     return f"{prefix}-{uuid.uuid4().hex}"
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: store aware UTC datetimes")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class InteractionRow(Base):
@@ -123,49 +82,19 @@ class Interaction(BaseModel):
     completed_at: datetime = Field(default_factory=utcnow)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer. synchronous=NORMAL is durable across a process crash
-    # (kill -9); only a power loss can drop the last commits.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def make_db_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_pre_ping=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 class InteractionStore:
-    """Reads and writes interactions. Thread-safe: each call uses its own session."""
+    """The interactions table. Thread-safe: each call uses its own session."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_db_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record(self, interaction: Interaction) -> None:
         """Commit one interaction (blocking); it is durable when this returns."""
-        with self.session() as session:
+        with self.db.session() as session:
             session.add(InteractionRow(**interaction.model_dump()))
 
     def get(self, interaction_id: str) -> Interaction | None:
-        with self._sessions() as session:
+        with self.db.reader() as session:
             row = session.get(InteractionRow, interaction_id)
             return Interaction.model_validate(row) if row else None
 
@@ -182,21 +111,10 @@ class InteractionStore:
             query = query.where(InteractionRow.created_at >= since)
         if conversation_id is not None:
             query = query.where(InteractionRow.conversation_id == conversation_id)
-        with self._sessions() as session:
+        with self.db.reader() as session:
             rows = session.scalars(query.offset(offset).limit(limit)).all()
             return [Interaction.model_validate(r) for r in rows]
 
     def count(self) -> int:
-        with self._sessions() as session:
+        with self.db.reader() as session:
             return int(session.scalar(select(func.count()).select_from(InteractionRow)) or 0)
-
-    def ping(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return True
-        except Exception:
-            return False
-
-    def close(self) -> None:
-        self.engine.dispose()

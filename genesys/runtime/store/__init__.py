@@ -1,0 +1,49 @@
+"""The store: every table of Genesys over one database (SQLite with WAL by default, PostgreSQL by URL).
+
+``Store(url)`` opens the database, creates missing tables and gives each part its repository.
+"""
+
+from __future__ import annotations
+
+from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
+from genesys.runtime.store.interactions import (
+    Endpoint,
+    Interaction,
+    InteractionStore,
+    InteractionType,
+    Status,
+    new_interaction_id,
+)
+
+__all__ = [
+    "Base",
+    "Database",
+    "Endpoint",
+    "Interaction",
+    "InteractionStore",
+    "InteractionType",
+    "Status",
+    "Store",
+    "UtcDateTime",
+    "new_interaction_id",
+    "utcnow",
+]
+
+
+class Store:
+    """All repositories over one database."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
+        self.db.create_tables()
+        self.interactions = InteractionStore(self.db)
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    def ping(self) -> bool:
+        return self.db.ping()
+
+    def close(self) -> None:
+        self.db.close()
