@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from genesys.runtime.store.annotations import Annotation, AnnotationStore, Tier
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
+from genesys.runtime.store.feedback import Feedback, FeedbackSource, FeedbackStore, Thumbs
 from genesys.runtime.store.interactions import (
     Endpoint,
     Interaction,
@@ -16,14 +18,21 @@ from genesys.runtime.store.interactions import (
 )
 
 __all__ = [
+    "Annotation",
+    "AnnotationStore",
     "Base",
     "Database",
     "Endpoint",
+    "Feedback",
+    "FeedbackSource",
+    "FeedbackStore",
     "Interaction",
     "InteractionStore",
     "InteractionType",
     "Status",
     "Store",
+    "Thumbs",
+    "Tier",
     "UtcDateTime",
     "new_interaction_id",
     "utcnow",
@@ -37,6 +46,8 @@ class Store:
         self.db = Database(url)
         self.db.create_tables()
         self.interactions = InteractionStore(self.db)
+        self.feedback = FeedbackStore(self.db)
+        self.annotations = AnnotationStore(self.db)
 
     @property
     def url(self) -> str:
