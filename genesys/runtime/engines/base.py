@@ -54,6 +54,20 @@ class EngineInfo:
     supports_fim: bool = False
 
 
+def suffix_stops(params: GenerationParams, suffix: str | None) -> list[str]:
+    """Stop strings for fill-in-the-middle on a model without FIM tokens.
+
+    The prefix is continued and generation stops where the suffix's first line begins; a line of one
+    or two characters (a closing brace) would stop the completion too early, so it is not used.
+    """
+    stop = list(params.stop)
+    if suffix:
+        first_line = suffix.lstrip("\n").split("\n", 1)[0].strip()
+        if len(first_line) >= 3:
+            stop.append(first_line)
+    return stop
+
+
 class InferenceEngine(abc.ABC):
     """An engine that generates text for chat messages or a raw prompt."""
 

@@ -28,6 +28,7 @@ from genesys.runtime.engines.base import (
     FinishReason,
     GenerationParams,
     InferenceEngine,
+    suffix_stops,
 )
 
 if TYPE_CHECKING:
@@ -240,11 +241,7 @@ class LlamaCppEngine(InferenceEngine):
             yield from self._generate(loaded, tokens, params, list(params.stop))
             return
         # No FIM tokens (SmolLM2 has none): continue the prefix and stop where the suffix begins.
-        stop = list(params.stop)
-        if suffix:
-            first_line = suffix.lstrip("\n").split("\n", 1)[0].strip()
-            if len(first_line) >= 3:
-                stop.append(first_line)
+        stop = suffix_stops(params, suffix)
         tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         yield from self._generate(loaded, tokens, params, stop)
 
