@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _encodable(text: str, where: str) -> None:
+    # JSON may carry lone surrogates ("\ud800"); they are not text and cannot be stored or tokenized.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where} holds invalid Unicode (a lone surrogate)") from exc
 
 
 class StreamOptions(BaseModel):
@@ -61,6 +70,7 @@ class ChatCompletionRequest(_GenerationFields):
             content = message.get("content")
             if content is not None and not isinstance(content, str | list):
                 raise ValueError(f"messages[{i}].content must be a string or a list of parts")
+            _encodable(json.dumps(message, ensure_ascii=False), f"messages[{i}]")
         return value
 
     @field_validator("tools")
@@ -87,6 +97,14 @@ class CompletionRequest(_GenerationFields):
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("send exactly one prompt per request")
+        _encodable(value if isinstance(value, str) else value[0], "prompt")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            _encodable(value, "suffix")
         return value
 
     @property
@@ -100,6 +118,13 @@ class FimCompletionRequest(_GenerationFields):
     prompt: str
     suffix: str | None = None
     min_tokens: int | None = None
+
+    @field_validator("prompt", "suffix")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None:
+            _encodable(value, "prompt")
+        return value
 
 
 class ModelCard(BaseModel):

@@ -77,6 +77,18 @@ def test_invalid_bodies(live_server: LiveServer, body: Any, param: str | None) -
         assert error["param"] == param
 
 
+def test_lone_surrogates_are_refused(live_server: LiveServer) -> None:
+    # Valid JSON, invalid text: the escape decodes to a lone surrogate that cannot be encoded.
+    body = b'{"model": "genesys-local", "messages": [{"role": "user", "content": "\\ud800 lone"}]}'
+    response = post(
+        live_server, "/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert assert_openai_error(response, 400)["param"] == "messages"
+    body = b'{"model": "genesys-local", "prompt": "x", "suffix": "\\udfff"}'
+    response = post(live_server, "/completions", content=body, headers={"content-type": "application/json"})
+    assert assert_openai_error(response, 400)["param"] == "suffix"
+
+
 def test_prompt_over_the_context_window(live_server: LiveServer) -> None:
     long_text = "word " * 5000  # about 5000 tokens, over the 4096 of the config
     for stream in (False, True):
