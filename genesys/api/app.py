@@ -14,7 +14,7 @@ from genesys.agents.genesys import GenesysAssistant
 from genesys.api.deps import Services
 from genesys.api.errors import install_error_handlers
 from genesys.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from genesys.api.routes import chat, completions, health, models
+from genesys.api.routes import chat, completions, continue_events, feedback, health, interactions, models
 from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.engines import InferenceEngine, make_engine
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app = FastAPI(title="Genesys", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, models, chat, completions):
+    for module in (health, models, chat, completions, feedback, interactions, continue_events):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

@@ -237,7 +237,8 @@ def test_the_shipped_config_points_every_role_at_genesys() -> None:
     assert model["apiBase"] == "http://127.0.0.1:8000/v1"
     assert model["apiKey"] and "${{" not in model["apiKey"]  # works against a server without keys
     assert set(model["roles"]) == {"chat", "edit", "apply", "autocomplete"}
-    assert "data" not in config
+    (data,) = config["data"]  # Continue's dev-data events go to Genesys' feedback endpoint
+    assert data["destination"] == "http://127.0.0.1:8000/v1/continue/events" and data["schema"] == "0.2.0"
 
 
 @pytest.mark.slow

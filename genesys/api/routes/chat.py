@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genesys.agents.genesys import PreparedTurn, TurnResult
 from genesys.api.deps import ServicesDep, UserCaller
 from genesys.api.errors import sse_error
+from genesys.api.implicit_feedback import watch_for_implicit_feedback
 from genesys.api.schemas import ChatCompletionRequest
 from genesys.api.serving import (
     CONVERSATION_HEADER,
@@ -53,6 +54,7 @@ async def chat_completions(
             "client": request.headers.get("user-agent"),
         },
     )
+    watch_for_implicit_feedback(services, exchange)
     if body.stream:
         return StreamingResponse(
             _stream(services, exchange, turn, body.include_usage),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from genesys.runtime.store.annotations import Annotation, AnnotationStore, Tier
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
 from genesys.runtime.store.feedback import Feedback, FeedbackSource, FeedbackStore, Thumbs
+from genesys.runtime.store.ide_events import DataLevel, IdeEvent, IdeEventStore
 from genesys.runtime.store.interactions import (
     Endpoint,
     Interaction,
@@ -21,11 +22,14 @@ __all__ = [
     "Annotation",
     "AnnotationStore",
     "Base",
+    "DataLevel",
     "Database",
     "Endpoint",
     "Feedback",
     "FeedbackSource",
     "FeedbackStore",
+    "IdeEvent",
+    "IdeEventStore",
     "Interaction",
     "InteractionStore",
     "InteractionType",
@@ -48,6 +52,7 @@ class Store:
         self.interactions = InteractionStore(self.db)
         self.feedback = FeedbackStore(self.db)
         self.annotations = AnnotationStore(self.db)
+        self.ide_events = IdeEventStore(self.db)
 
     @property
     def url(self) -> str:

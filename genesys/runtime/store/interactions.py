@@ -115,6 +115,20 @@ class InteractionStore:
             rows = session.scalars(query.offset(offset).limit(limit)).all()
             return [Interaction.model_validate(r) for r in rows]
 
+    def latest_in_conversation(
+        self, conversation_id: str, *, before: datetime, exclude_id: str | None = None
+    ) -> Interaction | None:
+        """The newest interaction of a conversation created before ``before`` (other than ``exclude_id``)."""
+        query = select(InteractionRow).where(
+            InteractionRow.conversation_id == conversation_id, InteractionRow.created_at < before
+        )
+        if exclude_id is not None:
+            query = query.where(InteractionRow.id != exclude_id)
+        query = query.order_by(InteractionRow.created_at.desc(), InteractionRow.id.desc()).limit(1)
+        with self.db.reader() as session:
+            row = session.scalars(query).first()
+            return Interaction.model_validate(row) if row else None
+
     def count(self) -> int:
         with self.db.reader() as session:
             return int(session.scalar(select(func.count()).select_from(InteractionRow)) or 0)
