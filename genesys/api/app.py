@@ -14,11 +14,21 @@ from genesys.agents.genesys import GenesysAssistant
 from genesys.api.deps import Services
 from genesys.api.errors import install_error_handlers
 from genesys.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from genesys.api.routes import chat, completions, continue_events, feedback, health, interactions, models
+from genesys.api.routes import (
+    chat,
+    completions,
+    continue_events,
+    feedback,
+    health,
+    interactions,
+    metrics,
+    models,
+)
 from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.engines import InferenceEngine, make_engine
 from genesys.runtime.interaction_log import InteractionLog
+from genesys.runtime.metrics import Metrics
 from genesys.runtime.prompts import PromptLibrary
 from genesys.runtime.raw_export import RawExporter
 from genesys.runtime.settings import Settings
@@ -31,16 +41,19 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     host = EngineHost(engine or make_engine(settings))
     store = Store(settings.database_url)
+    metrics = Metrics()
+    metrics.watch_store(store)
     return Services(
         settings=settings,
         host=host,
         store=store,
-        log=InteractionLog(store.interactions, RawExporter(settings.data_dir)),
+        log=InteractionLog(store.interactions, RawExporter(settings.data_dir), metrics),
         router=AbRouter(),
         assistant=GenesysAssistant(
             host, PromptLibrary(), context_window=settings.data_collection.context_window
         ),
         started_at=int(time.time()),
+        metrics=metrics,
     )
 
 
@@ -63,8 +76,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app = FastAPI(title="Genesys", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, models, chat, completions, feedback, interactions, continue_events):
+    for module in (health, metrics, models, chat, completions, feedback, interactions, continue_events):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     return app

@@ -15,6 +15,7 @@ from genesys.errors import AuthError
 from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.interaction_log import InteractionLog
+from genesys.runtime.metrics import Metrics
 from genesys.runtime.settings import ApiKey, Role, Settings
 from genesys.runtime.store import Store
 
@@ -30,6 +31,7 @@ class Services:
     router: AbRouter
     assistant: GenesysAssistant
     started_at: int
+    metrics: Metrics
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genesys.api.errors import error_body
+from genesys.runtime.metrics import Metrics
 
 log = structlog.get_logger("genesys.api")
 REQUEST_ID_HEADER = "x-request-id"
@@ -18,8 +19,9 @@ REQUEST_ID_HEADER = "x-request-id"
 class RequestContextMiddleware:
     """Binds a request id (the client's ``X-Request-Id`` or a new one) to every log line of a request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,12 +47,15 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
+            seconds = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe_http(scope.get("path", ""), status, seconds)
             log.info(
                 "http.request",
                 method=scope.get("method"),
                 path=scope.get("path"),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 

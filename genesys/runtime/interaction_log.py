@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from genesys.runtime.chat_format import content_text
+from genesys.runtime.metrics import Metrics
 from genesys.runtime.raw_export import RawExporter
 from genesys.runtime.store import Interaction, InteractionStore
 
@@ -58,12 +59,17 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 class InteractionLog:
-    def __init__(self, store: InteractionStore, exporter: RawExporter) -> None:
+    def __init__(
+        self, store: InteractionStore, exporter: RawExporter, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.exporter = exporter
+        self.metrics = metrics
 
     def record_sync(self, interaction: Interaction) -> None:
         self.store.record(interaction)
+        if self.metrics is not None:
+            self.metrics.observe_interaction(interaction)
         try:
             self.exporter.append(interaction)
         except OSError as exc:  # the store holds it; the raw file can be rebuilt with export_raw

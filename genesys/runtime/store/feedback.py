@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
@@ -88,6 +88,14 @@ class FeedbackStore:
                 row.updated_at = utcnow()
             session.flush()
             return Feedback.model_validate(row)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Rows by (source, thumbs) — thumbs "none" when the feedback gave no verdict."""
+        query = select(FeedbackRow.source, FeedbackRow.thumbs, func.count()).group_by(
+            FeedbackRow.source, FeedbackRow.thumbs
+        )
+        with self.db.reader() as session:
+            return {(source, thumbs or "none"): int(n) for source, thumbs, n in session.execute(query)}
 
     def for_interaction(self, interaction_id: str) -> list[Feedback]:
         with self.db.reader() as session:

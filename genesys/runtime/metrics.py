@@ -1,0 +1,132 @@
+"""Prometheus metrics (prometheus-client), in a registry of the app's own.
+
+Names carry their unit and ``_total`` for counters; label values are bounded: endpoints are the
+routes Genesys serves (anything else is ``other``), model versions and A/B arms come from the
+registry and router, statuses from a fixed set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from genesys.runtime.store import Interaction, Store
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+KNOWN_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/fim/completions",
+        "/v1/models",
+        "/v1/feedback",
+        "/v1/continue/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
+
+
+def path_label(path: str) -> str:
+    if path in KNOWN_PATHS:
+        return path
+    if path.startswith("/v1/interactions/"):
+        return "/v1/interactions/{id}"
+    return "other"
+
+
+class Metrics:
+    """The app's metrics; observe through the methods, export with ``render``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "genesys_http_requests_total",
+            "HTTP requests by route and status code.",
+            ["path", "code"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "genesys_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the last byte for streams).",
+            ["path"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.generations = Counter(
+            "genesys_generations_total",
+            "Answers generated, by endpoint, model version, A/B arm and status.",
+            ["endpoint", "model_version", "arm", "status"],
+            registry=r,
+        )
+        self.generation_seconds = Histogram(
+            "genesys_generation_duration_seconds",
+            "Time from request to the end of the answer.",
+            ["endpoint", "model_version", "arm"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "genesys_time_to_first_token_seconds",
+            "Time from request to the first generated text.",
+            ["endpoint", "model_version", "arm"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "genesys_tokens_total",
+            "Tokens processed, by kind (prompt or completion).",
+            ["kind", "model_version", "arm"],
+            registry=r,
+        )
+        self.engine_ready = Gauge("genesys_engine_ready", "1 when the model is loaded.", registry=r)
+
+    def observe_interaction(self, interaction: Interaction) -> None:
+        labels = (interaction.endpoint, interaction.model_version, interaction.ab_arm or "none")
+        self.generations.labels(*labels, interaction.status).inc()
+        self.generation_seconds.labels(*labels).observe(interaction.latency_ms / 1000)
+        if interaction.ttft_ms is not None:
+            self.ttft_seconds.labels(*labels).observe(interaction.ttft_ms / 1000)
+        self.tokens.labels("prompt", *labels[1:]).inc(interaction.prompt_tokens)
+        self.tokens.labels("completion", *labels[1:]).inc(interaction.completion_tokens)
+
+    def observe_http(self, path: str, status: int, seconds: float) -> None:
+        label = path_label(path)
+        self.http_requests.labels(label, str(status)).inc()
+        self.http_duration.labels(label).observe(seconds)
+
+    def watch_store(self, store: Store) -> None:
+        """Export what the store knows (every replica's data) at each scrape."""
+        self.registry.register(_StoreCollector(store))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StoreCollector(Collector):
+    """Totals read from the database at scrape time, so they hold across replicas and restarts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stored = GaugeMetricFamily("genesys_interactions_stored", "Interactions in the store.")
+        stored.add_metric([], self.store.interactions.count())
+        yield stored
+        feedback = CounterMetricFamily(
+            "genesys_feedback",
+            "Feedback in the store, by source and verdict (up, down, none).",
+            labels=["source", "verdict"],
+        )
+        for (source, verdict), count in sorted(self.store.feedback.counts().items()):
+            feedback.add_metric([source, verdict], count)
+        yield feedback
