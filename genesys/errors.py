@@ -33,6 +33,11 @@ class LimitExceeded(InvalidRequest):
     """The request is over a limit: the context window, the body size."""
 
 
+class ExportError(InvalidRequest):
+    """An adapter or model cannot be converted to the asked format: a file is missing, or it uses a
+    feature the target format has no place for (DoRA, a non-llama base, ...)."""
+
+
 class AuthError(GenesysError):
     """Missing or wrong credentials, or a role that may not do this."""
 
