@@ -39,6 +39,9 @@ class _Section(BaseModel):
 class DataCollection(_Section):
     log_all_interactions: bool = Field(True, description="Store every interaction, not only rated ones.")
     quality_threshold: float = Field(0.7, ge=0, le=1, description="Score at or above which data is premium.")
+    discard_threshold: float = Field(
+        0.4, ge=0, le=1, description="Score below which an answer is discarded (between the two: standard)."
+    )
     context_window: int = Field(4096, gt=0, description="Largest prompt in tokens; longer ones get a 400.")
     tag_categories: list[str] = Field(
         default_factory=lambda: [
@@ -50,6 +53,12 @@ class DataCollection(_Section):
             "testing",
         ]
     )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DataCollection:
+        if self.discard_threshold > self.quality_threshold:
+            raise ValueError("discard_threshold must not be above quality_threshold")
+        return self
 
 
 class AgentConfig(_Section):
@@ -100,6 +109,9 @@ class TrainingPipeline(_Section):
     eval_steps: int = Field(500, gt=0)
     save_strategy: Literal["steps", "epoch", "no"] = "epoch"
     logging_steps: int = Field(100, gt=0)
+    corrective_stage: Literal["none", "dpo", "kto"] = Field(
+        "none", description="After SFT: DPO on (correction, original) pairs, KTO on thumbs, or none."
+    )
 
 
 class QualityGates(_Section):

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from genesys.runtime.store.adapters import AdapterRegistry, AdapterState, AdapterTransition, AdapterVersion
 from genesys.runtime.store.annotations import Annotation, AnnotationStore, Tier
+from genesys.runtime.store.datasets import DatasetStore, DatasetVersion
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
 from genesys.runtime.store.feedback import Feedback, FeedbackSource, FeedbackStore, Thumbs
 from genesys.runtime.store.ide_events import DataLevel, IdeEvent, IdeEventStore
@@ -17,13 +19,20 @@ from genesys.runtime.store.interactions import (
     Status,
     new_interaction_id,
 )
+from genesys.runtime.store.training_runs import RunState, TrainingProgress, TrainingRun, TrainingRunStore
 
 __all__ = [
+    "AdapterRegistry",
+    "AdapterState",
+    "AdapterTransition",
+    "AdapterVersion",
     "Annotation",
     "AnnotationStore",
     "Base",
     "DataLevel",
     "Database",
+    "DatasetStore",
+    "DatasetVersion",
     "Endpoint",
     "Feedback",
     "FeedbackSource",
@@ -33,10 +42,14 @@ __all__ = [
     "Interaction",
     "InteractionStore",
     "InteractionType",
+    "RunState",
     "Status",
     "Store",
     "Thumbs",
     "Tier",
+    "TrainingProgress",
+    "TrainingRun",
+    "TrainingRunStore",
     "UtcDateTime",
     "new_interaction_id",
     "utcnow",
@@ -53,6 +66,9 @@ class Store:
         self.feedback = FeedbackStore(self.db)
         self.annotations = AnnotationStore(self.db)
         self.ide_events = IdeEventStore(self.db)
+        self.datasets = DatasetStore(self.db)
+        self.training_runs = TrainingRunStore(self.db)
+        self.adapters = AdapterRegistry(self.db)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,164 @@
+"""Supervised fine-tuning of a LoRA adapter with TRL's ``SFTTrainer``.
+
+The rows come pre-tokenized from ``data.tokenize_chat_rows`` (labels ``-100`` everywhere but the
+answer), so TRL uses our loss mask as it is and only pads, truncates and batches. The LoRA pair goes on
+every linear projection of the blocks, never on embeddings or the output head, so the adapter stays
+exportable to a GGUF LoRA for llama.cpp.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genesys.tools.training.config import TrainingConfig
+from genesys.tools.training.hyperparameters import ChosenHyperparameters
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+
+def lora_config(config: TrainingConfig) -> LoraConfig:
+    """peft's LoraConfig for the run: r, alpha, dropout and target modules from ``config``."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def drop_gguf_marker(model: PreTrainedModel) -> None:
+    """Make a model dequantized from a GGUF trainable.
+
+    transformers keeps a ``quantization_config`` of method "gguf" on such a model (and in the config
+    of its safetensors copy) although its weights are plain floats, and the Trainer then refuses to
+    train it. The marker is dropped; the weights are untouched.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    config_marker = getattr(model.config, "quantization_config", None)
+    if config_marker is not None and not isinstance(config_marker, dict):
+        config_marker = config_marker.to_dict()
+    from_gguf = str(method).lower().endswith("gguf") or (config_marker or {}).get("quant_method") == "gguf"
+    if not from_gguf:
+        return
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)  # transformers' own way to forget the quantization
+    elif hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for module in model.modules():
+        module_config = getattr(module, "config", None)
+        if getattr(module_config, "_is_quantized", False):
+            module_config._is_quantized = False  # type: ignore[union-attr]
+
+
+def mixed_precision(model: torch.nn.Module) -> dict[str, bool]:
+    """bf16 (or fp16) autocast and pinned memory on a GPU; plain float32 on CPU, where autocast only
+    slows training down."""
+    import torch
+
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    bf16 = on_cuda and torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": on_cuda and not bf16, "dataloader_pin_memory": on_cuda}
+
+
+def sft_arguments(
+    hp: ChosenHyperparameters,
+    config: TrainingConfig,
+    output_dir: Path,
+    *,
+    precision: dict[str, bool] | None = None,
+    **overrides: Any,
+) -> SFTConfig:
+    """TRL's SFTConfig from the chosen hyperparameters.
+
+    Settings that TRL or transformers default differently, and why:
+    gradient checkpointing off unless asked (a third slower, and small models fit);
+    ``logging_nan_inf_filter`` off (else a NaN loss is hidden from the NaN guard);
+    no reporting integrations, no progress bar (progress goes to the runs table);
+    only the adapter in checkpoints (optimizer states are never resumed from).
+    """
+    from trl import SFTConfig
+
+    keep_best = hp.early_stopping_patience > 0
+    values: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": hp.batch_size,
+        "per_device_eval_batch_size": hp.batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation,
+        "learning_rate": hp.learning_rate,
+        "num_train_epochs": hp.epochs,
+        "max_steps": config.max_steps or -1,
+        "warmup_steps": hp.warmup_steps,
+        "lr_scheduler_type": "linear",
+        "logging_steps": hp.logging_steps,
+        "logging_nan_inf_filter": False,
+        "eval_strategy": hp.evaluation_strategy,
+        "eval_steps": hp.eval_steps,
+        "save_strategy": hp.save_strategy,
+        "save_steps": hp.save_steps,
+        "save_total_limit": 2,
+        "save_only_model": True,
+        "load_best_model_at_end": keep_best,
+        "metric_for_best_model": "eval_loss" if keep_best else None,
+        "greater_is_better": False if keep_best else None,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "max_length": config.max_length,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": 0,
+        **(precision or {"bf16": False, "fp16": False, "dataloader_pin_memory": False}),
+    }
+    return SFTConfig(**(values | overrides))
+
+
+def build_sft_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Any,
+    eval_dataset: Any | None,
+    hp: ChosenHyperparameters,
+    config: TrainingConfig,
+    output_dir: Path,
+    *,
+    callbacks: list[TrainerCallback] | None = None,
+    **overrides: Any,
+) -> SFTTrainer:
+    """An SFTTrainer that wraps ``model`` in a fresh LoRA adapter; the base weights stay frozen.
+
+    ``train_dataset``/``eval_dataset`` are pre-tokenized (``data.to_dataset``). With early stopping
+    on, an ``EarlyStoppingCallback`` watches the validation loss. ``overrides`` go to the SFTConfig.
+    """
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl import SFTTrainer
+
+    drop_gguf_marker(model)
+    if tokenizer.pad_token is None:
+        # Padding positions carry label -100 and attention 0, so any token will do; EOS is always there.
+        tokenizer.pad_token = tokenizer.eos_token
+    args = sft_arguments(hp, config, output_dir, precision=mixed_precision(model), **overrides)
+    all_callbacks = list(callbacks or [])
+    if hp.early_stopping_patience and eval_dataset is not None:
+        all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if hp.evaluation_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=all_callbacks,
+    )
+    # Without a progress bar transformers prints every log to stdout; progress goes to the store instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
