@@ -33,7 +33,9 @@ def test_metrics_follow_requests_feedback_and_the_store(live_server: LiveServer)
         timeout=60,
     ).json()
     httpx.post(f"{live_server.api}/chat/completions", json={"model": "nope", "messages": []}, timeout=10)
-    httpx.post(f"{live_server.api}/feedback", json={"interaction_id": reply["id"], "thumbs": "up"}, timeout=10)
+    httpx.post(
+        f"{live_server.api}/feedback", json={"interaction_id": reply["id"], "thumbs": "up"}, timeout=10
+    )
     httpx.get(f"{live_server.api}/no/such/route", timeout=10)
 
     after = scrape(live_server)
