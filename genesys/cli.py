@@ -43,7 +43,9 @@ def readable_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/genesys.yaml).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (default configs/genesys.yaml).")
+]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data).")]
 
 
@@ -73,7 +75,7 @@ def is_loopback(host: str) -> bool:
 def serve(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default from config: 127.0.0.1).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default from config).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API with the configured engine."""
@@ -97,10 +99,120 @@ def serve(
                 f"refusing to bind {bind} without API keys: anyone on the network could use the model. "
                 "Configure auth.keys (or GENESYS_AUTH__KEYS), or bind 127.0.0.1."
             )
-        log.warning("auth.disabled", message="no API keys configured: serving unauthenticated on loopback only")
+        log.warning("auth.disabled", message="no API keys: serving unauthenticated, on loopback only")
     application = create_app(settings)
     log.info("server.listening", url=f"http://{bind}:{settings.server.port}/v1")
     uvicorn.run(application, host=bind, port=settings.server.port, log_config=None, access_log=False)
+
+
+bench_app = typer.Typer(help="Benchmarks: Genesys against its baselines.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("serve")
+@readable_errors
+def bench_serve(
+    requests: Annotated[int, typer.Option(min=1, help="Measured requests per side.")] = 5,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of every request.")] = 128,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads for both sides (default from config).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the result (JSON) to this file.")] = None,
+) -> None:
+    """Streaming through the API against raw llama-cpp-python: time to first token and tokens/s.
+
+    The JSON result goes to stdout, the table and progress to stderr.
+    """
+    from genesys.bench.serve import format_table, run_serve_bench
+    from genesys.runtime.logging import configure_logging
+
+    configure_logging("INFO")
+    result = run_serve_bench(requests=requests, max_tokens=max_tokens, n_threads=threads)
+    payload = result.model_dump_json(indent=2)
+    if json_out is not None:
+        json_out.write_text(payload + "\n", encoding="utf-8")
+    typer.echo(payload)
+    typer.echo(format_table(result), err=True)
+
+
+@bench_app.command("ingest")
+@readable_errors
+def bench_ingest(
+    interactions: Annotated[int, typer.Option(min=1, help="Synthetic interactions per round.")] = 1000,
+    rounds: Annotated[int, typer.Option(min=1, help="Measured rounds, each on fresh interactions.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic interactions.")] = 0,
+    dtype: Annotated[
+        str, typer.Option(help="MiniLM precision for both sides: float32, bfloat16 or auto.")
+    ] = "float32",
+    json_out: Annotated[Path | None, typer.Option(help="Also write the result (JSON) to this file.")] = None,
+) -> None:
+    """Interactions tagged and scored per second (analyze, end to end) against the bare embedding call.
+
+    The JSON result goes to stdout, the table and progress to stderr.
+    """
+    from typing import cast
+
+    from genesys.bench.ingest import format_table as format_ingest_table
+    from genesys.bench.ingest import run_ingest_bench
+    from genesys.runtime.embeddings import EmbedderDtype
+    from genesys.runtime.logging import configure_logging
+
+    if dtype not in ("float32", "bfloat16", "auto"):
+        fail(f"--dtype must be float32, bfloat16 or auto, got {dtype!r}")
+    configure_logging("INFO")
+    result = run_ingest_bench(
+        interactions=interactions, rounds=rounds, seed=seed, dtype=cast(EmbedderDtype, dtype)
+    )
+    payload = result.model_dump_json(indent=2)
+    if json_out is not None:
+        json_out.write_text(payload + "\n", encoding="utf-8")
+    typer.echo(payload)
+    typer.echo(format_ingest_table(result), err=True)
+
+
+@bench_app.command("train")
+@readable_errors
+def bench_train(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    model: Annotated[
+        Path | None, typer.Option(help="GGUF file or model dir (default: model.path, else embedded SmolLM2).")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps per side.")] = 20,
+    warmup_steps: Annotated[int, typer.Option(min=0, help="Untimed steps first, per side.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per step.")] = 4,
+    seq_len: Annotated[int, typer.Option(min=8, help="Tokens per row (no padding).")] = 128,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per side, in ABBA order.")] = 2,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the result (JSON) to this file.")] = None,
+) -> None:
+    """Training tokens/s of the Trainer's SFT path against a bare peft loop on the same batches.
+
+    The JSON result goes to stdout, the table and progress to stderr.
+    """
+    # Set before torch loads: the training worker runs with sleeping OpenMP threads too (see runs.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from genesys.bench.train import format_table as format_train_table
+    from genesys.bench.train import run_train_bench
+    from genesys.runtime.logging import configure_logging
+
+    settings = _settings(config, data_dir)
+    configure_logging("INFO")
+    lora = settings.autogen_agents.trainer_agent.lora_config
+    result = run_train_bench(
+        model_path=model or settings.model.path,
+        cache_dir=settings.data_dir / "cache" / "models",
+        steps=steps,
+        warmup_steps=warmup_steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        repeats=repeats,
+        **({"lora_rank": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout} if lora else {}),
+    )
+    payload = result.model_dump_json(indent=2)
+    if json_out is not None:
+        json_out.write_text(payload + "\n", encoding="utf-8")
+    typer.echo(payload)
+    typer.echo(format_train_table(result), err=True)
 
 
 def main() -> None:  # pragma: no cover
