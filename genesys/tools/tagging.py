@@ -130,13 +130,15 @@ class TaggedInteraction(BaseModel):
     category_similarity: float = Field(description="Cosine similarity to the chosen category.")
     topics: list[str]
     tags: list[str] = Field(description="Topics, <topic>_learning / <topic>_confirmed, has_correction.")
-    text: str = Field(description="What was embedded (and stored in Chroma as the document).")
+    text: str = Field(description="What was embedded (and stored in Chroma as metadata `question`).")
 
 
 class SimilarInteraction(BaseModel):
+    """A stored interaction close to a query: its id, similarity, embedded question and metadata."""
+
     interaction_id: str
     similarity: float
-    document: str
+    question: str
     metadata: dict[str, Any]
 
 
@@ -321,23 +323,28 @@ def tag_interactions(
 
 
 # --- the Chroma "interactions" collection --------------------------------------------------------
+#
+# Each interaction is one record: id = interaction id, its embedding, and metadata for filtered
+# search. The embedded text is kept as the metadata value ``question``, not as a Chroma document:
+# Chroma full-text indexes documents (SQLite FTS5), which cost more per interaction than storing
+# the vector itself, and nothing searches interaction text in Chroma (the store holds the full
+# text). For the same reason the metadata holds only what searches filter on; each key costs about
+# a tenth of the vector (``genesys bench ingest``).
+QUESTION_KEY = "question"
 
 
 def chroma_metadata(
     interaction: Interaction, tagged: TaggedInteraction, quality: QualityAssessment
 ) -> dict[str, Any]:
-    """What Chroma keeps beside each vector, for filtered search (``where={"topics": {"$contains":
-    "vue3"}}``, ``{"has_correction": True}``)."""
+    """What Chroma keeps beside each vector: the embedded text and the fields searches filter on
+    (``where={"topics": {"$contains": "vue3"}}``, ``{"has_correction": True}``, ``{"tier": ...}``)."""
     metadata: dict[str, Any] = {
+        QUESTION_KEY: tagged.text,
         "category": tagged.category,
         "interaction_type": interaction.interaction_type,
         "tier": quality.tier,
         "quality": quality.score,
-        "outcome": quality.outcome,
         "has_correction": quality.has_correction,
-        "conversation_id": interaction.conversation_id,
-        "model_version": interaction.model_version,
-        "created_at": int(interaction.created_at.timestamp()),
     }
     if tagged.topics:  # Chroma refuses empty lists
         metadata["topics"] = tagged.topics
@@ -347,18 +354,18 @@ def chroma_metadata(
 def stored_embeddings(
     vectors: VectorStore, ids: Sequence[str], texts: Sequence[str]
 ) -> dict[int, np.ndarray]:
-    """Row index -> the embedding Chroma already holds for that interaction, where its stored
-    document is still the text that would be embedded now (a re-analysis need not embed again)."""
+    """Row index -> the embedding Chroma already holds for that interaction, where it was made from
+    the text that would be embedded now (a re-analysis need not embed again)."""
     import numpy as np
 
-    found = vectors.collection(INTERACTIONS).get(ids=list(ids), include=["documents", "embeddings"])
+    found = vectors.collection(INTERACTIONS).get(ids=list(ids), include=["metadatas", "embeddings"])
     if not found["ids"]:
         return {}
     row_of = {id_: row for row, id_ in enumerate(ids)}
     return {
         row_of[id_]: np.asarray(vector, dtype=np.float32)
-        for id_, document, vector in zip(found["ids"], found["documents"], found["embeddings"], strict=True)
-        if document == texts[row_of[id_]]
+        for id_, metadata, vector in zip(found["ids"], found["metadatas"], found["embeddings"], strict=True)
+        if metadata and metadata.get(QUESTION_KEY) == texts[row_of[id_]]
     }
 
 
@@ -373,7 +380,7 @@ def write_vectors(
 ) -> None:
     """Store each interaction in the ``interactions`` collection (id = interaction id) with the
     embeddings already computed (Chroma does not embed again). Rows in ``unchanged`` are already
-    stored with the same document and vector: only their metadata is updated, because upserting an
+    stored with the same text and vector: only their metadata is updated, because upserting an
     existing vector makes Chroma rebuild its graph entry (about 20 times the cost of an update)."""
     collection = vectors.collection(INTERACTIONS)
     step = max(1, int(vectors.client.get_max_batch_size()))
@@ -384,7 +391,6 @@ def write_vectors(
         collection.upsert(
             ids=[interactions[r].id for r in rows],
             embeddings=embeddings[rows],
-            documents=[tagged[r].text for r in rows],
             metadatas=[chroma_metadata(interactions[r], tagged[r], qualities[r]) for r in rows],
         )
     known = sorted(keep)
@@ -400,19 +406,21 @@ def similar_interactions(
     vectors: VectorStore, text: str, *, n: int = 5, where: dict[str, Any] | None = None
 ) -> list[SimilarInteraction]:
     """The stored interactions whose questions are closest to ``text`` (cosine similarity, best first)."""
-    collection = vectors.collection(INTERACTIONS)
     query = vectors.embedder.embed([_clean(_cut(_condense(text)))])
-    found = collection.query(
-        query_embeddings=query, n_results=n, where=where, include=["documents", "metadatas", "distances"]
+    found = vectors.collection(INTERACTIONS).query(
+        query_embeddings=query, n_results=n, where=where, include=["metadatas", "distances"]
     )
-    return [
-        SimilarInteraction(
-            interaction_id=id_,
-            similarity=round(1.0 - float(distance), 4),
-            document=document or "",
-            metadata=dict(metadata or {}),
+    out = []
+    for id_, metadata, distance in zip(
+        found["ids"][0], found["metadatas"][0], found["distances"][0], strict=True
+    ):
+        fields = dict(metadata or {})
+        out.append(
+            SimilarInteraction(
+                interaction_id=id_,
+                similarity=round(1.0 - float(distance), 4),
+                question=str(fields.pop(QUESTION_KEY, "")),
+                metadata=fields,
+            )
         )
-        for id_, document, metadata, distance in zip(
-            found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
-        )
-    ]
+    return out

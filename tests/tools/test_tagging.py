@@ -171,19 +171,26 @@ def test_chroma_holds_every_interaction_and_finds_similar_ones(
 
     collection = vectors.collection(INTERACTIONS)
     ids = [vue.id, *(o.id for o in others)]
-    stored = collection.get(ids=ids, include=["metadatas", "documents", "embeddings"])
+    stored = collection.get(ids=ids, include=["metadatas", "embeddings"])
     assert sorted(stored["ids"]) == sorted(ids)
     metadata = dict(zip(stored["ids"], stored["metadatas"], strict=True))[vue.id]
-    assert metadata["topics"] == ["vue3"] and metadata["tier"] == "premium"
-    assert metadata["category"] == "coding" and metadata["outcome"] == "confirmed"
-    assert metadata["has_correction"] is False and metadata["interaction_type"] == vue.interaction_type
-    # The stored vectors are the embeddings of the stored documents.
-    for document, vector in zip(stored["documents"], stored["embeddings"], strict=True):
-        expected = vectors.embedder.embed([document])[0]
+    assert metadata == {
+        "question": "How do I pass props to a child component in Vue 3?",
+        "category": "coding",
+        "interaction_type": vue.interaction_type,
+        "tier": "premium",
+        "quality": 0.8,
+        "has_correction": False,
+        "topics": ["vue3"],
+    }
+    # The stored vectors are the embeddings of the stored questions.
+    for metadata, vector in zip(stored["metadatas"], stored["embeddings"], strict=True):
+        expected = vectors.embedder.embed([metadata["question"]])[0]
         assert float(np.dot(expected, np.asarray(vector))) == pytest.approx(1.0, abs=1e-4)
 
     found = similar_interactions(vectors, "Vue 3: sending props from a parent to a child component", n=3)
     assert found[0].interaction_id == vue.id and found[0].similarity > found[1].similarity
+    assert found[0].question == embedding_text(vue) and found[0].metadata["tier"] == "premium"
     only_vue = similar_interactions(vectors, "reading files", n=3, where={"topics": {"$contains": "vue3"}})
     assert [f.interaction_id for f in only_vue] == [vue.id]
 
@@ -220,15 +227,15 @@ def test_reanalysis_is_idempotent_reuses_vectors_and_picks_up_new_feedback(
     target, stale = interactions[0], interactions[1]
     store.feedback.upsert(Feedback(interaction_id=target.id, thumbs="up"))
     # A vector stored for another text (an older analyser cut texts differently) is embedded anew.
-    collection.upsert(ids=[stale.id], embeddings=[[1.0] + [0.0] * 383], documents=["an older text"])
+    collection.upsert(ids=[stale.id], embeddings=[[1.0] + [0.0] * 383], metadatas=[{"question": "older"}])
     analyze_interactions(store, vectors, settings, ids=[target.id, stale.id], category_index=category_index)
     updated = store.annotations.get(target.id)
     assert updated is not None and updated.tier == "premium" and "python_confirmed" in updated.tags
     assert collection.get(ids=[target.id])["metadatas"][0]["tier"] == "premium"
     assert counting.texts == len(interactions) + 1
-    refreshed = collection.get(ids=[stale.id], include=["documents", "embeddings"])
-    assert refreshed["documents"][0] == embedding_text(stale)
-    assert float(np.dot(refreshed["embeddings"][0], embedder.embed([refreshed["documents"][0]])[0])) > 0.999
+    refreshed = collection.get(ids=[stale.id], include=["metadatas", "embeddings"])
+    assert refreshed["metadatas"][0]["question"] == embedding_text(stale)
+    assert float(np.dot(refreshed["embeddings"][0], embedder.embed([embedding_text(stale)])[0])) > 0.999
 
 
 def test_batch_selection_by_ids_since_and_limit(
@@ -283,8 +290,8 @@ def test_hostile_and_odd_interactions_are_stored_safely(
     assert len(annotations) == len(odd)
     assert annotations[odd[2].id].tier == "standard"  # words in a prompt are not feedback
     assert annotations[odd[3].id].tier == annotations[odd[5].id].tier == "discarded"
-    documents = vectors.collection(INTERACTIONS).get(ids=[i.id for i in odd])["documents"]
-    assert all(len(d) <= EMBED_MAX_CHARS and "\x00" not in d for d in documents)
+    stored = vectors.collection(INTERACTIONS).get(ids=[i.id for i in odd])["metadatas"]
+    assert all(len(m["question"]) <= EMBED_MAX_CHARS and "\x00" not in m["question"] for m in stored)
 
 
 class CountingEmbedder(Embedder):
