@@ -184,11 +184,11 @@ def user_text(message: dict[str, Any]) -> str:
 
 
 def interactions_for(server: RunningServer, prompt: str) -> list[Interaction]:
-    store = Store(server.database_url).interactions
+    store = Store(server.database_url)
     try:
         return [
             i
-            for i in store.list(limit=1000)
+            for i in store.interactions.list(limit=1000)
             if any(m.get("role") == "user" and prompt in user_text(m) for m in i.request_messages)
         ]
     finally:
