@@ -14,7 +14,8 @@ A warm-up batch loads the model and embeds the categories first. Each measured r
 interactions (so every analysis inserts, as the Analyst does with new interactions), and the order
 of the two sides alternates between rounds so that drift in machine load hits both alike. Medians
 are reported, with the targets of the issue: analyze >= 400 interactions/s and analyze >= 0.8 x
-embed. The load average is recorded: on a shared machine the absolute rates move with it.
+embed. The load average and each side's CPU seconds are recorded: on a shared machine the wall-clock
+rates move with the load (a round whose CPU time is far below twice its wall time was starved).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class IngestRound(BaseModel):
     order: list[Side]
     embed_s: float
     analyze_s: float
+    embed_cpu_s: float = Field(description="CPU seconds of this process during the embed side.")
+    analyze_cpu_s: float = Field(description="CPU seconds of this process during the analyze side.")
     embed_rate: float = Field(description="Interactions/s of the bare embedding call.")
     analyze_rate: float = Field(description="Interactions/s of analyze_interactions, end to end.")
     ratio: float = Field(description="analyze_rate / embed_rate.")
@@ -166,8 +169,9 @@ def run_ingest_bench(
                 texts = [embedding_text(item.interaction) for item in batch]
                 order: list[Side] = ["embed", "analyze"] if r % 2 == 0 else ["analyze", "embed"]
                 seconds: dict[Side, float] = {}
+                cpu: dict[Side, float] = {}
                 for side in order:
-                    started = time.perf_counter()
+                    started, cpu_started = time.perf_counter(), time.process_time()
                     if side == "embed":
                         vectors.embedder.embed(texts)
                     else:
@@ -177,6 +181,7 @@ def run_ingest_bench(
                         if summary.analyzed != interactions:
                             raise RuntimeError(f"analysed {summary.analyzed} of {interactions} interactions")
                     seconds[side] = time.perf_counter() - started
+                    cpu[side] = time.process_time() - cpu_started
                 embed_rate, analyze_rate = interactions / seconds["embed"], interactions / seconds["analyze"]
                 runs.append(
                     IngestRound(
@@ -184,6 +189,8 @@ def run_ingest_bench(
                         order=order,
                         embed_s=round(seconds["embed"], 4),
                         analyze_s=round(seconds["analyze"], 4),
+                        embed_cpu_s=round(cpu["embed"], 4),
+                        analyze_cpu_s=round(cpu["analyze"], 4),
                         embed_rate=round(embed_rate, 1),
                         analyze_rate=round(analyze_rate, 1),
                         ratio=round(analyze_rate / embed_rate, 4),

@@ -44,7 +44,7 @@ def test_bench_ingest_measures_both_sides(tmp_path: Path, monkeypatch: pytest.Mo
     # Rounds alternate their order, so drift in machine load hits both sides alike.
     assert [r.order for r in result.runs] == [["embed", "analyze"], ["analyze", "embed"]]
     for run in result.runs:
-        assert run.embed_s > 0 and run.analyze_s > 0
+        assert run.embed_s > 0 and run.analyze_s > 0 and run.embed_cpu_s > 0 and run.analyze_cpu_s > 0
         assert run.embed_rate == pytest.approx(24 / run.embed_s, rel=0.01)
         assert run.analyze_rate == pytest.approx(24 / run.analyze_s, rel=0.01)
     assert result.ratio == pytest.approx(result.analyze_rate / result.embed_rate, rel=0.01)

@@ -177,9 +177,7 @@ def test_chroma_holds_every_interaction_and_finds_similar_ones(
     assert metadata == {
         "question": "How do I pass props to a child component in Vue 3?",
         "category": "coding",
-        "interaction_type": vue.interaction_type,
         "tier": "premium",
-        "quality": 0.8,
         "has_correction": False,
         "topics": ["vue3"],
     }
