@@ -105,6 +105,14 @@ def serve(
     uvicorn.run(application, host=bind, port=settings.server.port, log_config=None, access_log=False)
 
 
+def _emit_bench(payload: str, table: str, json_out: Path | None) -> None:
+    """A benchmark's JSON result to stdout (and ``json_out``), its table to stderr."""
+    if json_out is not None:
+        json_out.write_text(payload + "\n", encoding="utf-8")
+    typer.echo(payload)
+    typer.echo(table, err=True)
+
+
 bench_app = typer.Typer(help="Benchmarks: Genesys against its baselines.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -128,11 +136,7 @@ def bench_serve(
 
     configure_logging("INFO")
     result = run_serve_bench(requests=requests, max_tokens=max_tokens, n_threads=threads)
-    payload = result.model_dump_json(indent=2)
-    if json_out is not None:
-        json_out.write_text(payload + "\n", encoding="utf-8")
-    typer.echo(payload)
-    typer.echo(format_table(result), err=True)
+    _emit_bench(result.model_dump_json(indent=2), format_table(result), json_out)
 
 
 @bench_app.command("ingest")
@@ -163,11 +167,7 @@ def bench_ingest(
     result = run_ingest_bench(
         interactions=interactions, rounds=rounds, seed=seed, dtype=cast(EmbedderDtype, dtype)
     )
-    payload = result.model_dump_json(indent=2)
-    if json_out is not None:
-        json_out.write_text(payload + "\n", encoding="utf-8")
-    typer.echo(payload)
-    typer.echo(format_ingest_table(result), err=True)
+    _emit_bench(result.model_dump_json(indent=2), format_ingest_table(result), json_out)
 
 
 @bench_app.command("train")
@@ -208,11 +208,7 @@ def bench_train(
         repeats=repeats,
         **({"lora_rank": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout} if lora else {}),
     )
-    payload = result.model_dump_json(indent=2)
-    if json_out is not None:
-        json_out.write_text(payload + "\n", encoding="utf-8")
-    typer.echo(payload)
-    typer.echo(format_train_table(result), err=True)
+    _emit_bench(result.model_dump_json(indent=2), format_train_table(result), json_out)
 
 
 def main() -> None:  # pragma: no cover
