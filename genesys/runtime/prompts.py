@@ -18,6 +18,7 @@ from genesys.errors import ConfigError
 log = structlog.get_logger(__name__)
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 MAX_PROMPT_BYTES = 64 * 1024
+ASSISTANT_PROMPT = "genesys"  # the assistant that serves IDE users: prompts/genesys.md
 
 
 @dataclass(frozen=True)

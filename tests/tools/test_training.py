@@ -23,6 +23,7 @@ from genesys.tools.training.data import (
     to_dataset,
     tokenize_chat,
     tokenize_chat_rows,
+    with_system_prompt,
 )
 from genesys.tools.training.hyperparameters import choose_hyperparameters
 from tests.support.tiny_llama import chat_rows, make_tiny_llama, write_jsonl
@@ -76,6 +77,21 @@ def test_loss_mask_covers_only_the_answer_with_smollm2_template(smollm2_tokenize
     assert all(label == IGNORE_INDEX for label in row.labels[:prompt_end])
     # Labels equal the ids where they count: the trainer shifts them itself.
     assert all(label in (IGNORE_INDEX, t) for t, label in zip(row.input_ids, row.labels, strict=True))
+
+
+def test_rows_are_trained_under_the_served_system_prompt(smollm2_tokenizer: Any) -> None:
+    served = "You are Genesys, a coding assistant."
+    plain = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    own = [{"role": "system", "content": "The IDE's own."}, *plain]
+
+    assert with_system_prompt(plain, served)[0] == {"role": "system", "content": served}
+    assert with_system_prompt(own, served) == own  # a row with its own system message keeps it
+    assert with_system_prompt(plain, None) == plain
+    # Without it SmolLM2's template would put its default system prompt ("... named SmolLM") there.
+    text = smollm2_tokenizer.decode(
+        tokenize_chat(smollm2_tokenizer, with_system_prompt(plain, served), max_length=256).input_ids
+    )
+    assert served in text and "SmolLM" not in text
 
 
 def test_earlier_answers_are_history_unless_asked(smollm2_tokenizer: Any) -> None:

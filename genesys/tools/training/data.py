@@ -102,6 +102,13 @@ def load_chat_rows(path: Path) -> list[list[Message]]:
     return conversations
 
 
+def with_system_prompt(messages: list[Message], system_prompt: str | None) -> list[Message]:
+    """``messages`` with ``system_prompt`` first, unless there is none or they start with their own."""
+    if not system_prompt or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def load_preference_rows(path: Path, kind: PreferenceKind) -> list[dict[str, Any]]:
     """DPO or KTO rows in TRL's conversational format, each checked (none is fine: see
     ``preference_problem``). Raises ``InvalidRequest`` for a missing path or a malformed row."""

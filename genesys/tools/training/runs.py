@@ -130,6 +130,7 @@ class RunManager:
         n_devices: int | None = None,
         run_id: str | None = None,
         inject_nan_at_step: int | None = None,
+        system_prompt: str | None = None,
     ) -> TrainingRun:
         """Start a run in a subprocess and return it (``running``) at once.
 
@@ -152,6 +153,7 @@ class RunManager:
             validation_path=Path(validation_path).resolve() if validation_path else None,
             preference_path=Path(preference_path).resolve() if preference_path else None,
             dataset_version=dataset_version,
+            system_prompt=system_prompt,
             base_model=base_model if base_model is not None else self.settings.model.path,
             cache_dir=(self.settings.data_dir / "cache" / "models").resolve(),
             device=self.settings.model.transformers.device,

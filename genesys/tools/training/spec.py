@@ -33,6 +33,11 @@ class RunSpec(BaseModel):
         None, description="DPO or KTO rows for the corrective stage (used when the config enables it)."
     )
     dataset_version: str | None = None
+    system_prompt: str | None = Field(
+        None,
+        description="The assistant's system prompt, put first in every row that has none: the model "
+        "learns the answers in the context it will serve them in.",
+    )
     base_model: Path | None = Field(None, description="GGUF file or model dir; None: the embedded SmolLM2.")
     cache_dir: Path = Field(
         description="Where the dequantized GGUF is cached (settings data dir/cache/models)."

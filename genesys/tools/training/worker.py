@@ -128,7 +128,12 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     from genesys.runtime.base_model import load_base_model
     from genesys.tools.training.callbacks import InjectNan, NanGuard, ProgressCallback
     from genesys.tools.training.config import TrainingConfig
-    from genesys.tools.training.data import load_chat_rows, to_dataset, tokenize_chat_rows
+    from genesys.tools.training.data import (
+        load_chat_rows,
+        to_dataset,
+        tokenize_chat_rows,
+        with_system_prompt,
+    )
     from genesys.tools.training.hyperparameters import choose_hyperparameters
     from genesys.tools.training.sft import build_sft_trainer
 
@@ -140,7 +145,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     )
 
     def tokenized(path: Path) -> list[Any]:
-        rows = load_chat_rows(path)
+        rows = [with_system_prompt(row, spec.system_prompt) for row in load_chat_rows(path)]
         return tokenize_chat_rows(tokenizer, rows, max_length=config.max_length, loss_on=config.loss_on)
 
     train_rows = tokenized(spec.train_path)
@@ -248,13 +253,15 @@ def _corrective_stage(
     reporter: Reporter,
 ) -> dict[str, Any]:
     from genesys.tools.training.callbacks import NanGuard, ProgressCallback
-    from genesys.tools.training.data import load_preference_rows, preference_problem
+    from genesys.tools.training.data import load_preference_rows, preference_problem, with_system_prompt
     from genesys.tools.training.preference import build_preference_trainer, drop_reference_adapter
 
     kind = config.corrective_stage
     # A data set version's directory holds its preference rows beside the SFT rows.
     source = spec.preference_path or (spec.train_path if spec.train_path.is_dir() else None)
     rows = load_preference_rows(source, kind) if source is not None else []
+    for row in rows:
+        row["prompt"] = with_system_prompt(row["prompt"], spec.system_prompt)
     problem = preference_problem(rows, kind)
     if problem is not None:
         # The SFT adapter stands on its own; the stage that could not run is recorded, not fatal.
