@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ from genesys.errors import ExportError
 from genesys.runtime.engines.base import ChatMessage, GenerationParams
 from genesys.runtime.engines.llamacpp import LlamaCppEngine, embedded_model_path
 from genesys.tools.gguf_lora import export_lora_to_gguf
+from tests.support.adapters import LORA_TARGETS, Adapter, random_adapter
 
 # SmolLM2-135M: 30 layers, hidden 576, MLP 1536, 9 query heads and 3 KV heads of 64 dimensions.
 HIDDEN, MLP, N_HEAD, N_HEAD_KV, HEAD_DIM = 576, 1536, 9, 3, 64
 PEFT_PREFIX = "base_model.model."
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -292,38 +291,13 @@ ADAPTER_STRENGTH = 0.12
 ADAPTER_SEEDS = {"v1": 4, "v2": 3}
 
 
-@dataclass(frozen=True)
-class Adapter:
-    peft_dir: Path
-    gguf: Path
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
 def _random_adapter(cache_dir: Path, out_dir: Path, seed: int) -> Adapter:
-    from peft import LoraConfig, get_peft_model
-
-    from genesys.runtime.base_model import load_base_model
-
-    model, _ = load_base_model(None, cache_dir)
-    config = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.1, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
-    )
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_A" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) / param.shape[1] ** 0.5)
-            elif "lora_B" in name:
-                param.copy_(
-                    torch.randn(param.shape, generator=generator) * ADAPTER_STRENGTH / param.shape[1] ** 0.5
-                )
-    peft_model.save_pretrained(str(out_dir))
-    return Adapter(out_dir, export_lora_to_gguf(out_dir, out_dir / "adapter.gguf"))
+    return random_adapter(cache_dir, out_dir, seed, strength=ADAPTER_STRENGTH)
 
 
 @pytest.fixture(scope="module")

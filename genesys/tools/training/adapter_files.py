@@ -1,5 +1,7 @@
-"""From a finished run to a registered candidate: ``data/adapters/<version>/`` with the peft files and a
-model card (``lineage.json`` and ``README.md``), and a ``candidate`` row in the adapter registry.
+"""From a finished run to a registered candidate: ``data/adapters/<version>/`` with the peft files (for
+transformers and vLLM), the same adapter as a GGUF LoRA (``adapter.gguf``, for llama.cpp), a model card
+(``lineage.json`` and ``README.md``), and a ``candidate`` row in the adapter registry. Every engine
+loads a version from its directory (``engine.load_adapter(version, path)``).
 
 A candidate serves nobody: only validation and a promotion (``AdapterRegistry.promote``) move it on.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from genesys.errors import InvalidRequest
+from genesys.errors import ExportError, InvalidRequest
 from genesys.runtime.store.adapters import AdapterRegistry, AdapterVersion
 from genesys.runtime.store.training_runs import TrainingRun
 
@@ -24,6 +26,7 @@ log = structlog.get_logger(__name__)
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LINEAGE_FILE = "lineage.json"
 CARD_FILE = "README.md"
+GGUF_FILE = "adapter.gguf"
 
 
 def register_run_adapter(
@@ -59,6 +62,7 @@ def register_run_adapter(
     try:
         for name in PEFT_FILES:
             shutil.copy2(source / name, staging / name)
+        _export_gguf(staging, run)
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str), encoding="utf-8")
         (staging / CARD_FILE).write_text(model_card(lineage), encoding="utf-8")
         os.rename(staging, target)
@@ -84,6 +88,20 @@ def register_run_adapter(
         raise
     log.info("adapter.registered", version=version, run_id=run.id, path=str(target))
     return registered
+
+
+def _export_gguf(adapter_dir: Path, run: TrainingRun) -> None:
+    """The llama.cpp form of the adapter, next to the peft files; only llama-family GGUF bases have one."""
+    from genesys.tools.gguf_lora import export_lora_to_gguf
+
+    base = Path(run.base_model) if run.base_model else None
+    if base is not None and base.suffix.lower() != ".gguf" and not (base / "config.json").is_file():
+        base = None  # a model name, not a path: the exporter reads shapes from the embedded GGUF
+    try:
+        export_lora_to_gguf(adapter_dir, adapter_dir / GGUF_FILE, base_model_path=base)
+    except ExportError as exc:
+        # transformers and vLLM still serve the peft files; llama.cpp says why it cannot.
+        log.warning("adapter.gguf_export_failed", run_id=run.id, reason=str(exc))
 
 
 def _lineage(run: TrainingRun, version: str, parent: str | None) -> dict[str, Any]:
