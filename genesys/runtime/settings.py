@@ -43,6 +43,13 @@ class DataCollection(_Section):
         0.4, ge=0, le=1, description="Score below which an answer is discarded (between the two: standard)."
     )
     context_window: int = Field(4096, gt=0, description="Largest prompt in tokens; longer ones get a 400.")
+    paraphrases_per_correction: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Rewrites of each corrected question the Curator adds to the training split, each with "
+        "the correction as its answer (genesys.tools.paraphrase); 0: none.",
+    )
     tag_categories: list[str] = Field(
         default_factory=lambda: [
             "coding",

@@ -105,6 +105,13 @@ class CurationRequest(BaseModel):
     max_row_chars: int | None = Field(
         None, ge=512, description="Prompt + answer cap; default: 4 characters a token of the context window."
     )
+    paraphrases: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Rewrites of each corrected question added to the train split "
+        "(genesys.tools.paraphrase); default: data_collection.paraphrases_per_correction.",
+    )
 
 
 def curation_params(settings: Settings, request: CurationRequest) -> CurationParams:
@@ -135,6 +142,9 @@ def curation_params(settings: Settings, request: CurationRequest) -> CurationPar
         max_message_chars=request.max_message_chars,
         max_row_chars=request.max_row_chars or collection.context_window * CHARS_PER_TOKEN,
         embedding_model=MODEL_NAME,
+        paraphrases=collection.paraphrases_per_correction
+        if request.paraphrases is None
+        else request.paraphrases,
     )
 
 
@@ -268,7 +278,9 @@ def _curate(
         row["decision"] = decisions[row["interaction_id"]]
 
     curated = order_examples(e for e in examples if e.interaction_id not in duplicates)
-    files = plan_files(curated=curated, tagged=tagged, final=final, assignment=assignment)
+    files = plan_files(
+        curated=curated, tagged=tagged, final=final, assignment=assignment, paraphrases=params.paraphrases
+    )
     content_hash = files.content_hash()
     now = utcnow()
     data_dir = settings.data_dir

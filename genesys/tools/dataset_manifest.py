@@ -63,6 +63,7 @@ class CurationParams(BaseModel):
     max_message_chars: int
     max_row_chars: int
     embedding_model: str
+    paraphrases: int = Field(0, description="Rewrites of each corrected question added to the train split.")
 
     def config_hash(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()

@@ -34,6 +34,7 @@ from typing import Any
 from genesys.tools.curation_examples import Example, Message
 from genesys.tools.dataset_manifest import MANIFEST_NAME, DatasetManifest, FileRecord, canonical_json
 from genesys.tools.dataset_selection import SPLITS, Split
+from genesys.tools.paraphrase import paraphrase_question
 
 SPLIT_DIRS: dict[Split, str] = {"train": "train_set", "validation": "validation_set", "test": "test_set"}
 ROW_FILES = ("sft.jsonl", "preference.jsonl", "kto.jsonl")
@@ -48,6 +49,17 @@ def sft_row(example: Example) -> dict[str, Any] | None:
     if example.target is None:
         return None
     return {"messages": [*example.prompt, *_assistant(example.target)]}
+
+
+def paraphrased_sft_rows(example: Example, n: int, avoid: set[str]) -> list[dict[str, Any]]:
+    """``n`` more SFT rows of a corrected example: its last question rewritten, the correction kept."""
+    if n <= 0 or example.target_source != "correction" or example.target is None:
+        return []
+    *history, question = example.prompt
+    return [
+        {"messages": [*history, {"role": "user", "content": rewrite}, *_assistant(example.target)]}
+        for rewrite in paraphrase_question(question["content"], n, avoid=avoid)
+    ]
 
 
 def preference_row(example: Example) -> dict[str, Any] | None:
@@ -152,8 +164,11 @@ def plan_files(
     tagged: Sequence[dict[str, Any]],
     final: Sequence[Example],
     assignment: dict[str, Split],
+    paraphrases: int = 0,
 ) -> DatasetFiles:
-    """Serialise every file of a version (rows in the order given)."""
+    """Serialise every file of a version (rows in the order given). The train split's SFT file also
+    gets ``paraphrases`` rewrites of each corrected question, after the original rows; the other splits
+    never do (a rewrite of a training question would leak it into validation or test)."""
     files = DatasetFiles()
     files.add("processed/curated.jsonl", (curated_row(e) for e in curated))
     files.add("processed/tagged.jsonl", tagged)
@@ -162,7 +177,11 @@ def plan_files(
     )
     for split in SPLITS:
         members = [e for e in final if assignment[e.conversation_id] == split]
-        files.add(f"{split}/sft.jsonl", (r for e in members if (r := sft_row(e))))
+        rows = [r for e in members if (r := sft_row(e))]
+        if split == "train" and paraphrases:
+            asked = {e.prompt[-1]["content"] for e in members}
+            rows += [r for e in members for r in paraphrased_sft_rows(e, paraphrases, asked)]
+        files.add(f"{split}/sft.jsonl", rows)
         files.add(f"{split}/preference.jsonl", (r for e in members if (r := preference_row(e))))
         files.add(f"{split}/kto.jsonl", (r for e in members for r in kto_rows(e)))
     return files
