@@ -107,6 +107,20 @@ def test_sixty_rows_get_the_measured_setting(settings: Any) -> None:
     assert "no validation set" in "\n".join(hp.reasons)
 
 
+def test_rows_that_share_answers_need_fewer_epochs(settings: Any) -> None:
+    # 17 corrections, each asked three ways: the measured setting, 15 passes over each answer.
+    measured = choose_hyperparameters(51, 51 * 140, settings, n_distinct_answers=17)
+    assert measured.epochs == 5
+    # The same 17 answers under 7 phrasings each (the Curator's rewrites): 3 epochs train each about
+    # 21 times; the run says why.
+    rewritten = choose_hyperparameters(119, 119 * 140, settings, n_distinct_answers=17)
+    assert (rewritten.learning_rate, rewritten.epochs) == (pytest.approx(1e-3), 3)
+    assert "17 different answers" in "\n".join(rewritten.reasons)
+    # Never fewer than two epochs, and rows with different answers keep the tier's epochs.
+    assert choose_hyperparameters(150, 150 * 140, settings, n_distinct_answers=3).epochs == 2
+    assert choose_hyperparameters(120, 120 * 140, settings, n_distinct_answers=120).epochs == 5
+
+
 def test_long_rows_get_smaller_micro_batches_with_more_accumulation(settings: Any) -> None:
     hp = choose_hyperparameters(5000, 5000 * 4000, settings)
 

@@ -102,6 +102,11 @@ def load_chat_rows(path: Path) -> list[list[Message]]:
     return conversations
 
 
+def distinct_answers(path: Path) -> int:
+    """How many different final answers the chat rows of ``path`` hold."""
+    return len({row[-1]["content"] for row in load_chat_rows(path)})
+
+
 def with_system_prompt(messages: list[Message], system_prompt: str | None) -> list[Message]:
     """``messages`` with ``system_prompt`` first, unless there is none or they start with their own."""
     if not system_prompt or (messages and messages[0]["role"] == "system"):

@@ -129,6 +129,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     from genesys.tools.training.callbacks import InjectNan, NanGuard, ProgressCallback
     from genesys.tools.training.config import TrainingConfig
     from genesys.tools.training.data import (
+        distinct_answers,
         load_chat_rows,
         to_dataset,
         tokenize_chat_rows,
@@ -159,6 +160,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
         config,
         has_validation=bool(eval_rows),
         n_devices=n_devices,
+        n_distinct_answers=distinct_answers(spec.train_path),
     )
     reporter.hyperparameters(hp)
 
