@@ -80,7 +80,9 @@ def balance_categories(
     """Cap each category at ``ceil(factor x median category size)``; None: no cap.
 
     Within a capped category the best examples stay (corrections first), and among equals a seeded
-    order decides. Returns the kept examples and how many each category lost.
+    order decides. Corrections are never capped: each is a fact the model got wrong and a user took
+    the trouble to give, the data the cycle exists for; the cap trims confirmed answers only.
+    Returns the kept examples and how many each category lost.
     """
     by_category: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
@@ -96,9 +98,11 @@ def balance_categories(
             by_category[category],
             key=lambda e: (-e.priority, seeded_key(seed, e.interaction_id)),
         )
-        kept.extend(group[:cap])
-        if len(group) > cap:
-            removed[category] = len(group) - cap
+        corrections = sum(1 for e in group if e.target_source == "correction")
+        keep = max(cap, corrections)
+        kept.extend(group[:keep])
+        if len(group) > keep:
+            removed[category] = len(group) - keep
     return kept, removed
 
 

@@ -515,6 +515,12 @@ def test_balancing_caps_the_majority_and_keeps_its_best() -> None:
     assert balance_categories(coding + others, factor=2.0, seed=3)[0] == kept
     assert balance_categories(coding + others, factor=2.0, seed=4)[0] != kept
     assert balance_categories(coding + others, factor=None, seed=3)[0] == coding + others
+    # Corrections are never cut, however many: the cap trims confirmed answers only.
+    corrected = [example(f"k{n}", f"k{n}", category="coding", priority="correction") for n in range(12)]
+    kept, removed = balance_categories(corrected + coding + others, factor=2.0, seed=3)
+    assert sum(e.category == "coding" for e in kept) == 13  # the 12, and c7
+    assert {e.interaction_id for e in corrected} <= {e.interaction_id for e in kept}
+    assert removed == {"coding": 29}
 
 
 def test_texts_are_cut_in_the_middle_at_line_ends() -> None:
