@@ -211,9 +211,17 @@ def bench_train(
     _emit_bench(result.model_dump_json(indent=2), format_train_table(result), json_out)
 
 
+# Command groups in their own modules; they register on ``genesys.cli.app`` when imported.
+from genesys import cli_knowledge  # noqa: E402,F401
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run as ``python -m genesys.cli`` this file is ``__main__``, a second module next to
+    # ``genesys.cli``, where the command groups registered: run that module's app.
+    from genesys.cli import main as _main
+
+    _main()

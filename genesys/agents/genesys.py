@@ -6,6 +6,11 @@ IDE's conversation becomes the agent's model context; the IDE's system prompt an
 When the model calls one of the IDE's tools, the call is returned to the IDE (OpenAI ``tool_calls``),
 never executed here.
 
+When documentation is indexed (``genesys docs add``), ``prepare`` puts the chunks relevant to the
+last user message into the context as one more system message that names their sources
+(``genesys.tools.docs_index.DocsRetriever``); nothing is added when no docs are indexed or none is
+relevant, and the retrieved chunks never push a prompt over the context window.
+
 One agent is built per request: agents are not coroutine-safe.
 """
 
@@ -27,7 +32,9 @@ from genesys.agents.model_client import EngineChatCompletionClient, openai_to_ll
 from genesys.errors import LimitExceeded
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.engines.base import FinishReason, GenerationParams
+from genesys.runtime.interaction_log import last_user_text
 from genesys.runtime.prompts import PromptLibrary
+from genesys.tools.docs_index import DocHit, DocsRetriever, docs_context
 
 ASSISTANT_PROMPT = "genesys"
 
@@ -50,15 +57,25 @@ class PreparedTurn:
     client: EngineChatCompletionClient
     prompt_tokens: int
     prompt_version: str
+    docs: list[DocHit] = field(default_factory=list)
+    """The documentation chunks put into the context (empty when none)."""
 
 
 class GenesysAssistant:
     """Builds and runs the assistant agent for one request at a time (any number concurrently)."""
 
-    def __init__(self, host: EngineHost, prompts: PromptLibrary, *, context_window: int) -> None:
+    def __init__(
+        self,
+        host: EngineHost,
+        prompts: PromptLibrary,
+        *,
+        context_window: int,
+        docs: DocsRetriever | None = None,
+    ) -> None:
         self.host = host
         self.prompts = prompts
         self.context_window = context_window
+        self.docs = docs
 
     def prepare(
         self,
@@ -68,11 +85,23 @@ class GenesysAssistant:
         adapter: str | None,
         tools: list[dict[str, Any]] | None = None,
     ) -> PreparedTurn:
-        """Build the agent for a request; raises ``LimitExceeded`` if the prompt is too long."""
+        """Build the agent for a request; raises ``LimitExceeded`` if the prompt is too long.
+
+        With a docs retriever, the chunks relevant to the last user message go into the context as a
+        system message just before it; they are left out again when they would make the prompt longer
+        than the context window (one token count more, only then). Retrieval costs one MiniLM embedding
+        and one Chroma query when docs are indexed (about 19 ms on 2 busy CPU cores, see
+        ``DocsRetriever``), under a millisecond when none are.
+        """
         prompt = self.prompts.get(ASSISTANT_PROMPT)
         history: list[LLMMessage] = list(openai_to_llm_messages(messages))
         client = EngineChatCompletionClient(self.host, adapter=adapter, params=params, client_tools=tools)
-        prompt_tokens = client.count_tokens([SystemMessage(content=prompt.text), *history])
+        hits = self.docs.retrieve(last_user_text(messages)) if self.docs is not None else []
+        context = _with_docs(history, hits)
+        prompt_tokens = client.count_tokens([SystemMessage(content=prompt.text), *context])
+        if hits and prompt_tokens > self.context_window:
+            hits, context = [], history
+            prompt_tokens = client.count_tokens([SystemMessage(content=prompt.text), *context])
         if prompt_tokens > self.context_window:
             raise LimitExceeded(
                 f"This model's maximum context length is {self.context_window} tokens. However, your "
@@ -85,10 +114,10 @@ class GenesysAssistant:
             model_client=client,
             system_message=prompt.text,
             model_client_stream=True,
-            model_context=UnboundedChatCompletionContext(initial_messages=history),
+            model_context=UnboundedChatCompletionContext(initial_messages=context),
             description="Answers IDE users' coding questions.",
         )
-        return PreparedTurn(agent, client, prompt_tokens, prompt.version)
+        return PreparedTurn(agent, client, prompt_tokens, prompt.version, hits)
 
     async def stream(self, turn: PreparedTurn) -> AsyncIterator[str | TurnResult]:
         """Text deltas as the model writes them, then one ``TurnResult``."""
@@ -132,6 +161,14 @@ class GenesysAssistant:
             completion_tokens=last.completion_tokens if last else 0,
             prompt_version=turn.prompt_version,
         )
+
+
+def _with_docs(history: list[LLMMessage], hits: list[DocHit]) -> list[LLMMessage]:
+    """The history with the documentation message before its last message (the user's question)."""
+    if not hits:
+        return history
+    docs = SystemMessage(content=docs_context(hits))
+    return [*history[:-1], docs, *history[-1:]]
 
 
 def _json_text(arguments: str) -> str:

@@ -33,6 +33,7 @@ from genesys.runtime.prompts import PromptLibrary
 from genesys.runtime.raw_export import RawExporter
 from genesys.runtime.settings import Settings
 from genesys.runtime.store import Store
+from genesys.tools.docs_index import DocsRetriever
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +51,22 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
         log=InteractionLog(store.interactions, RawExporter(settings.data_dir), metrics),
         router=AbRouter(),
         assistant=GenesysAssistant(
-            host, PromptLibrary(), context_window=settings.data_collection.context_window
+            host,
+            PromptLibrary(),
+            context_window=settings.data_collection.context_window,
+            docs=_docs_retriever(settings),
         ),
         started_at=int(time.time()),
         metrics=metrics,
     )
+
+
+def _docs_retriever(settings: Settings) -> DocsRetriever | None:
+    """The assistant's documentation retriever, warming up (Chroma, MiniLM) off the request path."""
+    retriever = DocsRetriever.from_settings(settings)
+    if retriever is not None:
+        retriever.warm_up_in_background()
+    return retriever
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:

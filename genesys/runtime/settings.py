@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -207,6 +207,31 @@ class AuthConfig(_Section):
         return self
 
 
+class DocsConfig(_Section):
+    """Local documentation (``genesys docs add``) and what the assistant retrieves from it."""
+
+    # Chroma's rule for collection names: 3-63 letters, digits, ".", "_" or "-", alphanumeric ends.
+    COLLECTION_NAME: ClassVar[str] = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$"
+
+    collection: str = Field(
+        "docs", pattern=COLLECTION_NAME, description="Chroma collection of the indexed docs."
+    )
+    retrieval: bool = Field(True, description="Put relevant chunks into the assistant's context.")
+    top_k: int = Field(3, ge=1, le=20, description="At most this many chunks per request.")
+    min_similarity: float = Field(
+        0.4, ge=0, le=1, description="Cosine similarity (MiniLM) a chunk needs to the user's question."
+    )
+    max_context_tokens: int = Field(600, gt=0, description="Token budget of the retrieved chunks.")
+    chunk_tokens: int = Field(300, ge=50, le=2000, description="Largest chunk when indexing, in tokens.")
+    chunk_overlap_tokens: int = Field(40, ge=0, description="Text repeated between consecutive chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> DocsConfig:
+        if self.chunk_overlap_tokens * 2 > self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be at most half of chunk_tokens")
+        return self
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = Field(True, alias="json")
@@ -228,6 +253,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    docs: DocsConfig = Field(default_factory=DocsConfig)
     data_collection: DataCollection = Field(default_factory=DataCollection)
     autogen_agents: AutogenAgents = Field(default_factory=AutogenAgents)
     training_pipeline: TrainingPipeline = Field(default_factory=TrainingPipeline)
