@@ -79,6 +79,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API with the configured engine."""
+    # Idle OpenMP threads (MiniLM, torch) sleep instead of spinning against llama.cpp's; must be set
+    # before torch loads. Measured: docs retrieval 19 ms instead of 100-120 ms on 2 busy cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import structlog
     import uvicorn
 

@@ -84,8 +84,10 @@ class GenesysAssistant:
         params: GenerationParams,
         adapter: str | None,
         tools: list[dict[str, Any]] | None = None,
+        docs: list[DocHit] | None = None,
     ) -> PreparedTurn:
         """Build the agent for a request; raises ``LimitExceeded`` if the prompt is too long.
+        ``docs``: chunks already retrieved (``retrieve``, off the event loop); None: retrieve here.
 
         With a docs retriever, the chunks relevant to the last user message go into the context as a
         system message just before it; they are left out again when they would make the prompt longer
@@ -96,7 +98,7 @@ class GenesysAssistant:
         prompt = self.prompts.get(ASSISTANT_PROMPT)
         history: list[LLMMessage] = list(openai_to_llm_messages(messages))
         client = EngineChatCompletionClient(self.host, adapter=adapter, params=params, client_tools=tools)
-        hits = self.docs.retrieve(last_user_text(messages)) if self.docs is not None else []
+        hits = self.retrieve(messages) if docs is None else docs
         context = _with_docs(history, hits)
         prompt_tokens = client.count_tokens([SystemMessage(content=prompt.text), *context])
         if hits and prompt_tokens > self.context_window:
@@ -118,6 +120,10 @@ class GenesysAssistant:
             description="Answers IDE users' coding questions.",
         )
         return PreparedTurn(agent, client, prompt_tokens, prompt.version, hits)
+
+    def retrieve(self, messages: list[dict[str, Any]]) -> list[DocHit]:
+        """The documentation chunks relevant to the last user message (blocking: MiniLM, Chroma)."""
+        return self.docs.retrieve(last_user_text(messages)) if self.docs is not None else []
 
     async def stream(self, turn: PreparedTurn) -> AsyncIterator[str | TurnResult]:
         """Text deltas as the model writes them, then one ``TurnResult``."""

@@ -97,6 +97,8 @@ def test_docs_are_left_out_when_they_would_overflow_the_context_window(
 
 @pytest.mark.slow
 def test_the_api_answers_with_the_docs_in_its_prompt(live_server: LiveServer, embedder: Embedder) -> None:
+    used: dict[str, list[str]] = {}
+
     def prompt_tokens(question: str) -> int:
         response = httpx.post(
             f"{live_server.api}/chat/completions",
@@ -104,6 +106,9 @@ def test_the_api_answers_with_the_docs_in_its_prompt(live_server: LiveServer, em
             timeout=120,
         )
         assert response.status_code == 200, response.text
+        stored = live_server.services.store.interactions.get(response.json()["id"])
+        assert stored is not None
+        used[question] = stored.context.get("docs", [])
         return int(response.json()["usage"]["prompt_tokens"])
 
     before = prompt_tokens(RELATED), prompt_tokens(UNRELATED)
@@ -112,3 +117,5 @@ def test_the_api_answers_with_the_docs_in_its_prompt(live_server: LiveServer, em
 
     assert after[0] > before[0] + 50  # the chunk went into the prompt
     assert after[1] == before[1]
+    # The interaction records which chunks it was given (the last asks: after indexing).
+    assert used[RELATED] and not used[UNRELATED]
