@@ -116,6 +116,9 @@ def test_rows_that_share_answers_need_fewer_epochs(settings: Any) -> None:
     rewritten = choose_hyperparameters(119, 119 * 140, settings, n_distinct_answers=17)
     assert (rewritten.learning_rate, rewritten.epochs) == (pytest.approx(1e-3), 3)
     assert "17 different answers" in "\n".join(rewritten.reasons)
+    # Under 200 rows every micro-batch is a step: more updates for the same compute.
+    assert (rewritten.batch_size, rewritten.gradient_accumulation, rewritten.steps_per_epoch) == (4, 1, 30)
+    assert "no gradient accumulation (configured 8)" in "\n".join(rewritten.reasons)
     # Never fewer than two epochs, and rows with different answers keep the tier's epochs.
     assert choose_hyperparameters(150, 150 * 140, settings, n_distinct_answers=3).epochs == 2
     assert choose_hyperparameters(120, 120 * 140, settings, n_distinct_answers=120).epochs == 5
