@@ -23,6 +23,7 @@ from genesys.api.routes import (
     interactions,
     metrics,
     models,
+    rollout,
 )
 from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
@@ -31,9 +32,12 @@ from genesys.runtime.interaction_log import InteractionLog
 from genesys.runtime.metrics import Metrics
 from genesys.runtime.prompts import PromptLibrary
 from genesys.runtime.raw_export import RawExporter
+from genesys.runtime.rollout_controller import RolloutController
+from genesys.runtime.serving_versions import load_serving_versions
 from genesys.runtime.settings import Settings
 from genesys.runtime.store import Store
 from genesys.tools.docs_index import DocsRetriever
+from genesys.tools.rollout import RolloutService
 
 log = structlog.get_logger(__name__)
 
@@ -44,12 +48,22 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
     store = Store(settings.database_url)
     metrics = Metrics()
     metrics.watch_store(store)
+    router = AbRouter()
+    controller = RolloutController(
+        host.engine,
+        router,
+        store,
+        driver=RolloutService.from_settings(store, settings),
+        tick_seconds=settings.deploy.tick_seconds,
+        drain_seconds=settings.deploy.drain_seconds,
+        metrics=metrics,
+    )
     return Services(
         settings=settings,
         host=host,
         store=store,
         log=InteractionLog(store.interactions, RawExporter(settings.data_dir), metrics),
-        router=AbRouter(),
+        router=router,
         assistant=GenesysAssistant(
             host,
             PromptLibrary(),
@@ -58,7 +72,19 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
         ),
         started_at=int(time.time()),
         metrics=metrics,
+        controller=controller,
     )
+
+
+def _serve_registered_versions(services: Services) -> None:
+    """Load the registry's production (and canary) adapters and route to production, or to the split
+    of a rollout in progress; the rollout controller then follows the rollouts."""
+    if services.controller is not None:
+        services.controller.start()
+        return
+    split = load_serving_versions(services.host.engine, services.store.adapters, services.store.rollouts)
+    services.router.set_split(split)
+    log.info("server.serving", production=split.production)
 
 
 def _docs_retriever(settings: Settings) -> DocsRetriever | None:
@@ -75,7 +101,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services.host.start_loading()
+        services.host.start_loading(after_load=lambda: _serve_registered_versions(services))
         log.info(
             "server.starting",
             engine=services.host.engine.kind,
@@ -83,12 +109,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             auth="api keys" if settings.auth_enabled else "none (loopback only)",
         )
         yield
+        if services.controller is not None:
+            services.controller.stop()
         services.store.close()
 
     app = FastAPI(title="Genesys", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, metrics, models, chat, completions, feedback, interactions, continue_events):
+    routers = (health, metrics, models, chat, completions, feedback, interactions, continue_events, rollout)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)

@@ -16,6 +16,7 @@ from genesys.runtime.ab_router import AbRouter
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.interaction_log import InteractionLog
 from genesys.runtime.metrics import Metrics
+from genesys.runtime.rollout_controller import RolloutController
 from genesys.runtime.settings import ApiKey, Role, Settings
 from genesys.runtime.store import Store
 
@@ -32,6 +33,8 @@ class Services:
     assistant: GenesysAssistant
     started_at: int
     metrics: Metrics
+    # Applies rollouts to the engine and router (hot swap); None only in apps built without one.
+    controller: RolloutController | None = None
 
 
 @dataclass(frozen=True)

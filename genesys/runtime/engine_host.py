@@ -26,18 +26,24 @@ class EngineHost:
         self.engine = engine
         self.load_error: str | None = None
         self._loading: threading.Thread | None = None
+        self._setup_done = threading.Event()
 
-    def start_loading(self) -> None:
-        """Load the engine in a background thread; ``ready`` turns true when done."""
+    def start_loading(self, after_load: Callable[[], None] | None = None) -> None:
+        """Load the engine in a background thread, then run ``after_load`` (the serving adapters);
+        ``ready`` turns true when both are done."""
         if self._loading is not None:
             return
 
         def _load() -> None:
             try:
                 self.engine.load()
+                if after_load is not None:
+                    after_load()
             except Exception as exc:
                 self.load_error = str(exc)
                 log.error("engine.load_failed", error=str(exc))
+            finally:
+                self._setup_done.set()
 
         self._loading = threading.Thread(target=_load, name="engine-load", daemon=True)
         self._loading.start()
@@ -45,11 +51,12 @@ class EngineHost:
     def wait_ready(self, timeout: float | None = None) -> bool:
         if self._loading is not None:
             self._loading.join(timeout)
-        return self.engine.ready
+        return self.ready
 
     @property
     def ready(self) -> bool:
-        return self.engine.ready
+        # Started without ``start_loading`` (an engine loaded by its owner): the engine decides alone.
+        return self.engine.ready and (self._loading is None or self._setup_done.is_set())
 
     def ensure_ready(self) -> None:
         if not self.engine.ready:

@@ -31,6 +31,13 @@ KNOWN_PATHS = frozenset(
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/rollout",
+        "/v1/rollout/start",
+        "/v1/rollout/approve",
+        "/v1/rollout/reject",
+        "/v1/rollout/hold",
+        "/v1/rollout/resume",
+        "/v1/rollout/rollback",
     }
 )
 
@@ -89,6 +96,12 @@ class Metrics:
             registry=r,
         )
         self.engine_ready = Gauge("genesys_engine_ready", "1 when the model is loaded.", registry=r)
+        self.ab_traffic = Gauge(
+            "genesys_ab_traffic_share",
+            "Share of users the A/B router sends to each arm (the candidate's is 0 without a rollout).",
+            ["arm", "model_version"],
+            registry=r,
+        )
 
     def observe_interaction(self, interaction: Interaction) -> None:
         labels = (interaction.endpoint, interaction.model_version, interaction.ab_arm or "none")
@@ -98,6 +111,14 @@ class Metrics:
             self.ttft_seconds.labels(*labels).observe(interaction.ttft_ms / 1000)
         self.tokens.labels("prompt", *labels[1:]).inc(interaction.prompt_tokens)
         self.tokens.labels("completion", *labels[1:]).inc(interaction.completion_tokens)
+
+    def observe_split(self, production: str, candidate: str | None, traffic: float) -> None:
+        """The A/B router's arms now; a version that no longer serves leaves the gauge."""
+        self.ab_traffic.clear()
+        share = traffic if candidate is not None else 0.0
+        self.ab_traffic.labels("production", production).set(1.0 - share)
+        if candidate is not None:
+            self.ab_traffic.labels("candidate", candidate).set(share)
 
     def observe_http(self, path: str, status: int, seconds: float) -> None:
         label = path_label(path)

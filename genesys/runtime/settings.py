@@ -11,6 +11,7 @@ The file carries the seed's whole ``TRAINING_CONFIG`` (``data_collection``, ``au
 
 from __future__ import annotations
 
+import itertools
 import os
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +26,9 @@ from genesys.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "genesys.yaml"
 ENV_PREFIX = "GENESYS_"
-# Environment variables read outside the settings object (they locate it).
-_LOCATOR_ENV = {"GENESYS_CONFIG"}
+# Environment variables read outside the settings object (they locate it, or clients read them:
+# GENESYS_API_KEY is the key `genesys rollout` sends, often exported in the shell that serves).
+_LOCATOR_ENV = {"GENESYS_CONFIG", "GENESYS_API_KEY"}
 
 
 class _Section(BaseModel):
@@ -127,6 +129,80 @@ class QualityGates(_Section):
     user_satisfaction_threshold: float = Field(0.85, ge=0, le=1)
     a_b_test_duration_hours: float = Field(24, gt=0)
     rollback_on_degradation: bool = True
+
+
+class DeployConfig(_Section):
+    """How the Deploy agent rolls a validated adapter out: A/B test, gradual switch, rollback.
+
+    The rollout lasts ``quality_gates.a_b_test_duration_hours``, split evenly over ``stages`` unless
+    ``stage_hours`` names each stage's length (24 h over 20%, 50%, 100%: 8 h each).
+    """
+
+    approval: Literal["auto", "operator"] = Field(
+        "auto", description="auto: a rollout starts at once; operator: it waits for an operator's approval."
+    )
+    ab_traffic: float = Field(
+        0.2, gt=0, le=1, description="Share of users (stable hash) the candidate gets in the A/B test."
+    )
+    stages: list[float] = Field(
+        default_factory=lambda: [0.2, 0.5, 1.0],
+        description="Candidate traffic at each stage, starting at ab_traffic and ending at 1.0.",
+    )
+    stage_hours: list[float] | None = Field(
+        None, description="Length of each stage; default: a_b_test_duration_hours split evenly."
+    )
+    extension_hours: float = Field(
+        24,
+        ge=0,
+        description="After the last stage, how long the test may run on to reach min_samples_per_arm; "
+        "then it ends inconclusive and the candidate is rolled back.",
+    )
+    min_samples_per_arm: int = Field(
+        100, ge=1, description="Judged answers (positive or negative) each arm needs before a test."
+    )
+    min_requests_for_errors: int = Field(
+        50, ge=1, description="Requests the candidate arm needs before its error rate is compared."
+    )
+    significance: float = Field(
+        0.05, gt=0, lt=1, description="alpha of the one-sided two-proportion z-tests (satisfaction, errors)."
+    )
+    max_degradation: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Satisfaction drop (absolute) tolerated; a significant larger drop is a degradation.",
+    )
+    error_rate_spike: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Rise of the candidate's error rate over production's (absolute) that rolls it back "
+        "when significant.",
+    )
+    tick_seconds: float = Field(60, gt=0, description="How often the server evaluates a rollout.")
+    drain_seconds: float = Field(
+        30,
+        ge=0,
+        description="How long an adapter no longer routed to stays loaded (requests routed to it finish).",
+    )
+
+    @model_validator(mode="after")
+    def _stages_make_sense(self) -> DeployConfig:
+        stages = self.stages
+        if not stages or any(not 0 < share <= 1 for share in stages):
+            raise ValueError("stages must be shares of users in (0, 1]")
+        if any(later <= earlier for earlier, later in itertools.pairwise(stages)):
+            raise ValueError("stages must increase")
+        if stages[-1] != 1.0:
+            raise ValueError("the last stage must be 1.0 (every user on the candidate)")
+        if abs(stages[0] - self.ab_traffic) > 1e-9:
+            raise ValueError(f"stages must start at ab_traffic ({self.ab_traffic}), the A/B test's share")
+        if self.stage_hours is not None:
+            if len(self.stage_hours) != len(stages):
+                raise ValueError("stage_hours needs one length per stage")
+            if any(hours <= 0 for hours in self.stage_hours):
+                raise ValueError("stage_hours must be positive")
+        return self
 
 
 # --- server, model, storage, auth, logging --------------------------------------------------------
@@ -258,6 +334,7 @@ class Settings(BaseSettings):
     autogen_agents: AutogenAgents = Field(default_factory=AutogenAgents)
     training_pipeline: TrainingPipeline = Field(default_factory=TrainingPipeline)
     quality_gates: QualityGates = Field(default_factory=QualityGates)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     @classmethod
     def settings_customise_sources(

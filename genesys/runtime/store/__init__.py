@@ -19,6 +19,7 @@ from genesys.runtime.store.interactions import (
     Status,
     new_interaction_id,
 )
+from genesys.runtime.store.rollouts import Rollout, RolloutEvent, RolloutState, RolloutStore
 from genesys.runtime.store.training_runs import RunState, TrainingProgress, TrainingRun, TrainingRunStore
 
 __all__ = [
@@ -42,6 +43,10 @@ __all__ = [
     "Interaction",
     "InteractionStore",
     "InteractionType",
+    "Rollout",
+    "RolloutEvent",
+    "RolloutState",
+    "RolloutStore",
     "RunState",
     "Status",
     "Store",
@@ -69,6 +74,7 @@ class Store:
         self.datasets = DatasetStore(self.db)
         self.training_runs = TrainingRunStore(self.db)
         self.adapters = AdapterRegistry(self.db)
+        self.rollouts = RolloutStore(self.db)
 
     @property
     def url(self) -> str:

@@ -225,12 +225,7 @@ class AdapterRegistry:
         if to_state == "production":
             return self.promote(version, actor=actor, reason=reason)
         with self.db.session() as session:
-            row = _row(session, version)
-            check_transition(version, row.state, to_state)
-            if to_state == "canary":
-                _refuse_second(session, "canary", version)
-            _move(session, row, to_state, actor, reason)
-            return AdapterVersion.model_validate(row)
+            return transition_in(session, version, to_state, actor=actor, reason=reason)
 
     def promote(self, version: str, *, actor: str, reason: str) -> AdapterVersion:
         """Put ``version`` in production; the version it replaces is retired and kept as the backup.
@@ -239,16 +234,7 @@ class AdapterRegistry:
         Raises ``InvalidRequest`` otherwise (a candidate must be validated first).
         """
         with self.db.session() as session:
-            row = _row(session, version)
-            check_transition(version, row.state, "production")
-            current = _in_state(session, "production")
-            if current is not None:
-                _move(session, current, "retired", actor, f"replaced by {version}: {reason}")
-                _clear_backup(session)
-                current.is_backup = True
-            row.is_backup = False
-            _move(session, row, "production", actor, reason)
-            return AdapterVersion.model_validate(row)
+            return promote_in(session, version, actor=actor, reason=reason)
 
     def rollback(self, *, actor: str, reason: str) -> AdapterVersion | None:
         """Take the production version out (rolled_back) and restore the backup; returns the new
@@ -271,6 +257,55 @@ class AdapterRegistry:
             backup.is_backup = False
             _move(session, backup, "production", actor, f"restored after rolling back {current.version}")
             return AdapterVersion.model_validate(backup)
+
+
+# -- changes inside a caller's transaction (the rollout store moves an adapter and its rollout at once) --
+
+
+def transition_in(
+    session: Session, version: str, to_state: AdapterState, *, actor: str, reason: str
+) -> AdapterVersion:
+    """``AdapterRegistry.transition`` inside ``session``'s transaction; same rules, same errors."""
+    if to_state == "production":
+        return promote_in(session, version, actor=actor, reason=reason)
+    row = _row(session, version)
+    check_transition(version, row.state, to_state)
+    if to_state == "canary":
+        _refuse_second(session, "canary", version)
+    _move(session, row, to_state, actor, reason)
+    return AdapterVersion.model_validate(row)
+
+
+def promote_in(session: Session, version: str, *, actor: str, reason: str) -> AdapterVersion:
+    """``AdapterRegistry.promote`` inside ``session``'s transaction; same rules, same errors."""
+    row = _row(session, version)
+    check_transition(version, row.state, "production")
+    current = _in_state(session, "production")
+    if current is not None:
+        _move(session, current, "retired", actor, f"replaced by {version}: {reason}")
+        _clear_backup(session)
+        current.is_backup = True
+    row.is_backup = False
+    _move(session, row, "production", actor, reason)
+    return AdapterVersion.model_validate(row)
+
+
+def get_in(session: Session, version: str) -> AdapterVersion:
+    """The version as ``session`` sees it; raises ``NotFound``."""
+    return AdapterVersion.model_validate(_row(session, version))
+
+
+def production_in(session: Session) -> AdapterVersion | None:
+    """The version in production as ``session`` sees it."""
+    row = _in_state(session, "production")
+    return AdapterVersion.model_validate(row) if row is not None else None
+
+
+def merge_metrics_in(session: Session, version: str, metrics: dict[str, Any]) -> None:
+    """``AdapterRegistry.set_metrics`` inside ``session``'s transaction."""
+    row = _row(session, version)
+    row.metrics = {**row.metrics, **metrics}
+    row.updated_at = utcnow()
 
 
 def _row(session: Session, version: str) -> AdapterVersionRow:
