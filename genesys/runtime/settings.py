@@ -123,12 +123,81 @@ class TrainingPipeline(_Section):
     )
 
 
+ValidationMetric = Literal["bleu", "rouge_l", "bertscore_f1", "reference_pass_rate", "judge_score"]
+# The regression guard's fixed HumanEval subset: the embedded SmolLM2 passes 10 of these 20 (measured
+# in genesys.tools.validation.humaneval_guard), so a candidate has something to lose and to gain.
+DEFAULT_HUMANEVAL_PROBLEMS = [
+    f"HumanEval/{n}" for n in (2, 7, 8, 13, 15, 16, 22, 23, 27, 28, 29, 30, 35, 42, 45, 48, 52, 53, 55, 60)
+]
+
+
+class JudgeConfig(_Section):
+    base_url: str = Field(description="An OpenAI-compatible server that serves the judge model.")
+    model: str = Field(min_length=1, description="The judge model's name on that server.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the judge's API key (never the key itself)."
+    )
+    tolerance: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed drop of the judge score (in [0, 1]) from the baseline."
+    )
+    timeout_s: float = Field(60, gt=0)
+
+
 class QualityGates(_Section):
-    minimum_improvement: float = Field(0.05, ge=0, description="Relative gain needed on the primary metric.")
-    validation_score_threshold: float = Field(0.8, ge=0, le=1)
+    minimum_improvement: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Absolute gain of the primary metric over the baseline that a candidate needs (0.05 = "
+        "5 points of a fraction); absolute, since a baseline of 0 makes a relative gain meaningless.",
+    )
+    validation_score_threshold: float = Field(
+        0.8, ge=0, le=1, description="Least value of score_metric the candidate must reach."
+    )
     user_satisfaction_threshold: float = Field(0.85, ge=0, le=1)
     a_b_test_duration_hours: float = Field(24, gt=0)
     rollback_on_degradation: bool = True
+    primary_metric: ValidationMetric = Field(
+        "reference_pass_rate",
+        description="The metric minimum_improvement applies to; reference_pass_rate: answers that contain "
+        "the reference's required facts.",
+    )
+    score_metric: ValidationMetric = Field(
+        "bertscore_f1",
+        description="The metric validation_score_threshold applies to; bertscore_f1: answers close in "
+        "meaning to the references (MiniLM token similarity).",
+    )
+    guard_tolerance: float = Field(
+        0.01, ge=0, le=1, description="Largest allowed drop of the HumanEval pass rate from the baseline."
+    )
+    humaneval_problems: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_HUMANEVAL_PROBLEMS),
+        description="The fixed HumanEval subset of the regression guard (task ids).",
+    )
+    humaneval_timeout_s: float = Field(10, gt=0, description="Wall-clock limit of one HumanEval check.")
+    humaneval_memory_mb: int = Field(512, ge=64, description="Address-space limit of one HumanEval check.")
+    humaneval_max_tokens: int = Field(300, gt=0, description="Longest generated HumanEval completion.")
+    max_tokens: int = Field(256, gt=0, description="Longest answer generated for a held-out prompt.")
+    judge: JudgeConfig | None = Field(
+        None, description="An LLM judge scoring answers against references; off when unset."
+    )
+
+    @field_validator("humaneval_problems")
+    @classmethod
+    def _humaneval_ids(cls, value: list[str]) -> list[str]:
+        bad = [task for task in value if not (task.startswith("HumanEval/") and task[10:].isdigit())]
+        if bad:
+            raise ValueError(f"not HumanEval task ids: {', '.join(bad)} (expected 'HumanEval/<n>')")
+        if len(set(value)) != len(value):
+            raise ValueError("a HumanEval task is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _judge_metric_needs_a_judge(self) -> QualityGates:
+        for key in ("primary_metric", "score_metric"):
+            if getattr(self, key) == "judge_score" and self.judge is None:
+                raise ValueError(f"{key} judge_score needs a judge (quality_gates.judge)")
+        return self
 
 
 class DeployConfig(_Section):
