@@ -56,9 +56,11 @@ def paraphrased_sft_rows(example: Example, n: int, avoid: set[str]) -> list[dict
     if n <= 0 or example.target_source != "correction" or example.target is None:
         return []
     *history, question = example.prompt
+    rewrites = paraphrase_question(question["content"], n, avoid=avoid, answer=example.target)
+    avoid.update(rewrites)  # another interaction on the same fact gets other rewrites
     return [
         {"messages": [*history, {"role": "user", "content": rewrite}, *_assistant(example.target)]}
-        for rewrite in paraphrase_question(question["content"], n, avoid=avoid)
+        for rewrite in rewrites
     ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from genesys.tools.curation_examples import Example
 from genesys.tools.dataset_writer import plan_files
-from genesys.tools.paraphrase import paraphrase_question
+from genesys.tools.paraphrase import paraphrase_question, questions_from_answer
 
 
 def test_rewrites_are_distinct_new_and_deterministic() -> None:
@@ -34,6 +34,30 @@ def test_questions_with_few_rules_still_get_rewrites_and_nothing_is_invented() -
     ]
     assert paraphrase_question("", 3) == []
     assert paraphrase_question("How do I list jobs?", 0) == []
+
+
+def test_a_correction_that_says_what_it_does_gives_its_question() -> None:
+    assert questions_from_answer("Start an acme worker with `acme.run(q)`; from the shell: `acme run`.") == [
+        "How do I start an acme worker?"
+    ]
+    assert questions_from_answer("To add a job to an acme queue call `q.put(f)`; it returns an id.") == [
+        "How do I add a job to an acme queue?"
+    ]
+    assert questions_from_answer("Call `q.stats()` to get acme queue statistics, with pending jobs.") == [
+        "How do I get acme queue statistics?"
+    ]
+    assert questions_from_answer("In acme you create a queue with `acme.make(name)`.") == [
+        "How do I create a queue in acme?"
+    ]
+    # Statements, and clauses too short to be a question, give none.
+    assert questions_from_answer("By default acme stores jobs in sqlite.") == []
+    assert questions_from_answer("Pass `retries=3` to `q.put`.") == []
+    # It comes first among the rewrites, and callers extend `avoid` so a fact's next example differs.
+    answer = "Start an acme worker with `acme.run(q)`."
+    assert (
+        paraphrase_question("How can I launch acme workers?", 2, answer=answer)[0]
+        == "How do I start an acme worker?"
+    )
 
 
 def _example(n: int, *, corrected: bool) -> Example:
