@@ -12,7 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def genesys(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def genesys(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     child = {k: v for k, v in os.environ.items() if not k.startswith("GENESYS_")}
     child.update(env or {})
     return subprocess.run(
@@ -21,7 +23,7 @@ def genesys(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         env=child,
         cwd=REPO,
-        timeout=120,
+        timeout=timeout,
     )
 
 
