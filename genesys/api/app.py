@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from genesys.api.routes import (
     chat,
     completions,
     continue_events,
+    cycles,
     feedback,
     health,
     interactions,
@@ -38,6 +40,9 @@ from genesys.runtime.settings import Settings
 from genesys.runtime.store import Store
 from genesys.tools.docs_index import DocsRetriever
 from genesys.tools.rollout import RolloutService
+
+if TYPE_CHECKING:
+    from genesys.agents.scheduler import CycleScheduler
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +78,39 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
         started_at=int(time.time()),
         metrics=metrics,
         controller=controller,
+        cycles=_society(settings, store, host, controller),
+    )
+
+
+def _society(
+    settings: Settings, store: Store, host: EngineHost, controller: RolloutController
+) -> CycleScheduler:
+    """The society's scheduler: cycles run in a background thread, validate with the served engine and
+    hand their rollouts to the controller at once."""
+    from genesys.agents.cycles import CycleRunner
+    from genesys.agents.scheduler import CycleScheduler
+    from genesys.agents.society import model_clients
+    from genesys.tools.training.runs import RunManager
+
+    def engine() -> InferenceEngine:
+        host.wait_ready(timeout=600)
+        host.ensure_ready()
+        return host.engine
+
+    agents = settings.autogen_agents
+    runner = CycleRunner(
+        settings,
+        store,
+        engine=engine,
+        model_client=model_clients(settings, host),
+        manager=RunManager(settings, store=store.training_runs),
+        on_rollout=controller.apply,
+    )
+    return CycleScheduler(
+        runner,
+        threshold=agents.data_analyst.trigger_threshold,
+        poll_seconds=agents.poll_seconds,
+        automatic=agents.schedule,
     )
 
 
@@ -102,6 +140,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.host.start_loading(after_load=lambda: _serve_registered_versions(services))
+        if services.cycles is not None:
+            services.cycles.start()
         log.info(
             "server.starting",
             engine=services.host.engine.kind,
@@ -109,6 +149,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             auth="api keys" if settings.auth_enabled else "none (loopback only)",
         )
         yield
+        if services.cycles is not None:
+            services.cycles.stop()
         if services.controller is not None:
             services.controller.stop()
         services.store.close()
@@ -116,7 +158,18 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app = FastAPI(title="Genesys", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
-    routers = (health, metrics, models, chat, completions, feedback, interactions, continue_events, rollout)
+    routers = (
+        health,
+        metrics,
+        models,
+        chat,
+        completions,
+        feedback,
+        interactions,
+        continue_events,
+        rollout,
+        cycles,
+    )
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)

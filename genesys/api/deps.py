@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -19,6 +19,9 @@ from genesys.runtime.metrics import Metrics
 from genesys.runtime.rollout_controller import RolloutController
 from genesys.runtime.settings import ApiKey, Role, Settings
 from genesys.runtime.store import Store
+
+if TYPE_CHECKING:
+    from genesys.agents.scheduler import CycleScheduler
 
 _RANK: dict[Role, int] = {"user": 0, "operator": 1, "admin": 2}
 
@@ -35,6 +38,8 @@ class Services:
     metrics: Metrics
     # Applies rollouts to the engine and router (hot swap); None only in apps built without one.
     controller: RolloutController | None = None
+    # Runs the society's learning cycles in the background; None in apps built without it.
+    cycles: CycleScheduler | None = None
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,26 @@ class DataCollection(_Section):
 
 
 class AgentConfig(_Section):
-    model: str = "genesys-local"
+    model: str = Field(
+        "genesys-local",
+        description="In llm mode, the model that thinks for this agent: model.name (genesys-local) is the "
+        "served engine, or autogen_agents.llm.model when that server is set; any other name is a model of "
+        "the autogen_agents.llm server.",
+    )
     specialization: str
     trigger_threshold: int | None = Field(None, gt=0, description="Interactions between two cycles.")
     filter_criteria: list[str] | None = None
     lora_config: LoraConfig | None = None
     metrics: list[str] | None = None
+    min_examples: int | None = Field(
+        None,
+        gt=0,
+        description="Analyst: usable examples (corrected answers plus premium ones) a cycle needs to train; "
+        "fewer stop the cycle with the reason.",
+    )
+    min_train_rows: int | None = Field(
+        None, gt=0, description="Curator: SFT training rows a dataset version needs to be trained on."
+    )
 
 
 class LoraConfig(_Section):
@@ -90,15 +104,35 @@ AgentConfig.model_rebuild()
 
 def _default_agents() -> dict[str, AgentConfig]:
     return {
-        "data_analyst": AgentConfig(specialization="data_quality_analysis", trigger_threshold=100),
+        "data_analyst": AgentConfig(
+            specialization="data_quality_analysis", trigger_threshold=100, min_examples=4
+        ),
         "data_curator": AgentConfig(
-            specialization="dataset_preparation", filter_criteria=["relevance", "accuracy", "completeness"]
+            specialization="dataset_preparation",
+            filter_criteria=["relevance", "accuracy", "completeness"],
+            min_train_rows=4,
         ),
         "trainer_agent": AgentConfig(specialization="model_training", lora_config=LoraConfig()),
         "validator_agent": AgentConfig(
             specialization="model_validation", metrics=["bleu", "rouge", "bertscore", "user_satisfaction"]
         ),
+        "deploy_agent": AgentConfig(specialization="model_deployment"),
     }
+
+
+class SocietyLlmConfig(_Section):
+    """An OpenAI-compatible server (vLLM, ...) whose models think for the society's agents in llm mode."""
+
+    base_url: str = Field(description="The server's OpenAI API, e.g. http://127.0.0.1:8001/v1.")
+    model: str = Field(
+        min_length=1, description="The model agents use when their own `model` is the served one."
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the server's API key (never the key itself)."
+    )
+    timeout_s: float = Field(120, gt=0)
+    max_tokens: int = Field(512, gt=0, description="Longest reply of an agent's model in one step.")
+    temperature: float = Field(0.0, ge=0, le=2)
 
 
 class AutogenAgents(_Section):
@@ -106,6 +140,29 @@ class AutogenAgents(_Section):
     data_curator: AgentConfig = Field(default_factory=lambda: _default_agents()["data_curator"])
     trainer_agent: AgentConfig = Field(default_factory=lambda: _default_agents()["trainer_agent"])
     validator_agent: AgentConfig = Field(default_factory=lambda: _default_agents()["validator_agent"])
+    deploy_agent: AgentConfig = Field(default_factory=lambda: _default_agents()["deploy_agent"])
+    mode: Literal["policy", "llm"] = Field(
+        "policy",
+        description="policy: each agent decides in code (works with the embedded model); llm: each agent is "
+        "an AssistantAgent driven by a model, with the same tools and its prompt from prompts/<agent>.md.",
+    )
+    llm: SocietyLlmConfig | None = Field(
+        None, description="In llm mode, a server for the agents' models; unset: the served engine."
+    )
+    max_tool_iterations: int = Field(
+        6, gt=0, le=50, description="In llm mode, the most tool-call rounds an agent takes in one turn."
+    )
+    schedule: bool = Field(
+        True, description="`genesys serve` runs the society in the background (threshold triggers, resume)."
+    )
+    poll_seconds: float = Field(
+        10, gt=0, description="How often the scheduler counts new interactions against trigger_threshold."
+    )
+    stale_after_seconds: float = Field(
+        600,
+        gt=0,
+        description="A running cycle whose process has not reported for this long is taken over and resumed.",
+    )
 
 
 class TrainingPipeline(_Section):

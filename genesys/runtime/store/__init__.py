@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from genesys.runtime.store.adapters import AdapterRegistry, AdapterState, AdapterTransition, AdapterVersion
 from genesys.runtime.store.annotations import Annotation, AnnotationStore, Tier
+from genesys.runtime.store.cycles import Cycle, CycleInProgress, CycleMessage, CycleState, CycleStore
 from genesys.runtime.store.datasets import DatasetStore, DatasetVersion
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
 from genesys.runtime.store.feedback import Feedback, FeedbackSource, FeedbackStore, Thumbs
@@ -30,6 +31,11 @@ __all__ = [
     "Annotation",
     "AnnotationStore",
     "Base",
+    "Cycle",
+    "CycleInProgress",
+    "CycleMessage",
+    "CycleState",
+    "CycleStore",
     "DataLevel",
     "Database",
     "DatasetStore",
@@ -75,6 +81,7 @@ class Store:
         self.training_runs = TrainingRunStore(self.db)
         self.adapters = AdapterRegistry(self.db)
         self.rollouts = RolloutStore(self.db)
+        self.cycles = CycleStore(self.db)
 
     @property
     def url(self) -> str:
