@@ -44,6 +44,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for var in list(os.environ):
         if var.startswith("GENESYS_"):
             monkeypatch.delenv(var)
+    # No cycle starts by itself in a test's server; tests of the scheduler start it themselves.
+    monkeypatch.setenv("GENESYS_AUTOGEN_AGENTS__SCHEDULE", "false")
     return load_settings(data_dir=tmp_path / "data")
 
 

@@ -78,6 +78,8 @@ def test_a_trigger_while_a_cycle_runs_is_refused(settings: Any, store: Store, ve
     try:
         cycle = scheduler.trigger(requested_by="ana", reason="corrections piled up")
         assert trainer.started.wait(120)
+        # The step is recorded as the Trainer's turn begins; under load that can trail the tool's start.
+        wait_for(lambda: store.cycles.get(cycle.id).step == "trainer", 60, "the trainer's step")
         with pytest.raises(CycleInProgress, match=f"cycle {cycle.id} is running \\(step: trainer"):
             scheduler.trigger(requested_by="bob", reason="me too")
         with pytest.raises(CycleInProgress):
