@@ -148,3 +148,16 @@ def test_adaptation_can_be_turned_off(settings: Any) -> None:
 def test_empty_training_set_is_refused(settings: Any) -> None:
     with pytest.raises(InvalidRequest, match="empty"):
         choose_hyperparameters(0, 0, settings)
+
+
+def test_trl_gets_the_chosen_values_and_neftune_only_when_asked(settings: Any, tmp_path: Any) -> None:
+    from genesys.tools.training.sft import sft_arguments
+
+    config = TrainingConfig.from_settings(settings)
+    hp = choose_hyperparameters(51, 51 * 140, config, n_distinct_answers=17)
+    arguments = sft_arguments(hp, config, tmp_path)
+    assert (arguments.learning_rate, arguments.num_train_epochs) == (pytest.approx(1e-3), 5)
+    assert arguments.per_device_train_batch_size == 4 and arguments.gradient_accumulation_steps == 1
+    assert arguments.neftune_noise_alpha is None
+    noisy = TrainingConfig.from_settings(settings, neftune_noise_alpha=5.0)
+    assert sft_arguments(hp, noisy, tmp_path).neftune_noise_alpha == 5.0

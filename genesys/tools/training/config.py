@@ -94,6 +94,14 @@ class TrainingConfig:
             "default because small models fit easily (TRL turns it on by default)."
         },
     )
+    neftune_noise_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "NEFTune: uniform noise of this scale on the input embeddings in training (TRL), meant "
+            "to tie answers less to the questions' wording; None: off. Measured on the Fernwick scenario "
+            "(SmolLM2-135M, 110 rows, 84 steps): alpha 5 gave 50% of unseen phrasings against 53% without."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for data order, dropout and LoRA initialisation."})
 
     # -- the corrective stage --------------------------------------------------------------------

@@ -117,6 +117,7 @@ def sft_arguments(
         "seed": config.seed,
         "data_seed": config.seed,
         "dataloader_num_workers": 0,
+        "neftune_noise_alpha": config.neftune_noise_alpha,
         **(precision or {"bf16": False, "fp16": False, "dataloader_pin_memory": False}),
     }
     return SFTConfig(**(values | overrides))
