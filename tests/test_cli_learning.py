@@ -75,3 +75,24 @@ def test_monitor_once_shows_the_latest_run(tmp_path: Path) -> None:
     assert "run-9" in one_line_error(
         genesys("monitor", "--once", "--run", "run-9", "--data-dir", str(tmp_path))
     )
+
+
+def test_the_seeds_scripts_are_the_cli(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GENESYS_")}
+        return subprocess.run(
+            [sys.executable, str(REPO / "scripts" / name), *args],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+        )  # fmt: skip
+
+    assert script("monitor_training.py", "--once", "--data-dir", str(tmp_path)).stdout.strip() == (
+        "no training run yet"
+    )
+    analysis = json.loads(script("analyze_interaction_data.py", "--json", "--data-dir", str(tmp_path)).stdout)
+    assert analysis["interactions"] == 0
+    trigger = script("manual_training_trigger.py", "--data-dir", str(tmp_path))
+    assert trigger.returncode == 1 and trigger.stdout.startswith("no_data: ")
+    assert "Usage" in script("start_training_system.py", "--help").stdout
