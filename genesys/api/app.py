@@ -23,6 +23,7 @@ from genesys.api.routes import (
     feedback,
     health,
     interactions,
+    kpis,
     metrics,
     models,
     rollout,
@@ -169,6 +170,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         continue_events,
         rollout,
         cycles,
+        kpis,
     )
     for module in routers:
         app.include_router(module.router)

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from genesys.runtime.store import Interaction, Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+KPI_STATUSES = ("ok", "warning", "breached", "no_data")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -38,6 +39,7 @@ KNOWN_PATHS = frozenset(
         "/v1/rollout/hold",
         "/v1/rollout/resume",
         "/v1/rollout/rollback",
+        "/v1/kpis",
     }
 )
 
@@ -102,6 +104,19 @@ class Metrics:
             ["arm", "model_version"],
             registry=r,
         )
+        self.kpi_value = Gauge(
+            "genesys_kpi_value",
+            "Each KPI's value as GET /v1/kpis last computed it (ratios, seconds, points).",
+            ["kpi"],
+            registry=r,
+        )
+        self.kpi_status = Gauge(
+            "genesys_kpi_status",
+            "1 for each KPI's status (ok, warning, breached, no_data) as GET /v1/kpis last computed it.",
+            ["kpi", "status"],
+            registry=r,
+        )
+        self._kpis_with_value: set[str] = set()
 
     def observe_interaction(self, interaction: Interaction) -> None:
         labels = (interaction.endpoint, interaction.model_version, interaction.ab_arm or "none")
@@ -119,6 +134,17 @@ class Metrics:
         self.ab_traffic.labels("production", production).set(1.0 - share)
         if candidate is not None:
             self.ab_traffic.labels("candidate", candidate).set(share)
+
+    def observe_kpi(self, name: str, value: float | None, status: str) -> None:
+        """One KPI as ``GET /v1/kpis`` last computed it; a KPI without data has no value sample."""
+        if value is not None:
+            self.kpi_value.labels(name).set(value)
+            self._kpis_with_value.add(name)
+        elif name in self._kpis_with_value:
+            self.kpi_value.remove(name)
+            self._kpis_with_value.discard(name)
+        for state in KPI_STATUSES:
+            self.kpi_status.labels(name, state).set(1 if state == status else 0)
 
     def observe_http(self, path: str, status: int, seconds: float) -> None:
         label = path_label(path)
