@@ -182,7 +182,14 @@ def test_a_run_trains_reports_progress_and_saves_its_adapter(
         "ds-1",
     )
     files = sorted(p.name for p in (settings.data_dir / "adapters" / "v1").iterdir())
-    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "lineage.json"]
+    # The peft files for transformers and vLLM, the GGUF export for llama.cpp, the lineage and card.
+    assert files == [
+        "README.md",
+        "adapter.gguf",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "lineage.json",
+    ]
     card = (settings.data_dir / "adapters" / "v1" / "README.md").read_text()
     assert run.id in card and "Why these hyperparameters" in card
 
