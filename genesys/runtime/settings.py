@@ -178,6 +178,14 @@ class TrainingPipeline(_Section):
     corrective_stage: Literal["none", "dpo", "kto"] = Field(
         "none", description="After SFT: DPO on (correction, original) pairs, KTO on thumbs, or none."
     )
+    replay_ratio: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Rows of the serving model's own answers to general coding prompts trained beside "
+        "the corrections, as a share of the training rows (genesys.tools.training.replay); 0 turns it off.",
+    )
+    replay_max_tokens: int = Field(160, gt=0, description="Longest replayed answer, in tokens.")
 
 
 ValidationMetric = Literal["bleu", "rouge_l", "bertscore_f1", "reference_pass_rate", "judge_score"]

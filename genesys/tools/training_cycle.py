@@ -4,7 +4,9 @@ register, validate.
 1. Analyse: tag and score every interaction (idempotent; unchanged ones cost a metadata update).
 2. Curate: a new dataset version when the store changed since the latest one (new interactions or new
    feedback), else the latest version is reused. Too little data stops the cycle with the reason.
-3. Train on the version (``train_dataset``), in a worker subprocess; progress goes to ``progress``.
+3. Train on the version (``train_dataset``), in a worker subprocess, beside replay rows of production's
+   own answers to general prompts (``genesys.tools.training.replay``) so that the adapter does not
+   forget how to code; progress goes to ``progress``.
 4. Register the adapter as a ``candidate`` (peft files + GGUF LoRA + lineage).
 5. Validate it against production on the version's held-out rows (its test set, else its validation
    set) and move it to ``validated`` or ``rejected`` with the report.
@@ -35,9 +37,11 @@ if TYPE_CHECKING:
     from genesys.runtime.engines.base import InferenceEngine
     from genesys.runtime.settings import Settings
     from genesys.runtime.store import Store
+    from genesys.runtime.store.adapters import AdapterVersion
     from genesys.runtime.store.datasets import DatasetVersion
     from genesys.runtime.vectors import VectorStore
     from genesys.tools.training.config import TrainingConfig
+    from genesys.tools.training.replay import ReplaySet
     from genesys.tools.training.runs import RunManager
 
 log = structlog.get_logger(__name__)
@@ -188,10 +192,21 @@ def run_training_cycle(
         result.reason = f"dataset {dataset.version} has no test or validation rows to validate a candidate on"
         return result
 
-    # 3-4: the candidate.
+    # 3-4: the candidate, trained beside replay rows of what production answers now.
+    step = time.perf_counter()
+    production = store.adapters.production()
+    system_prompt = PromptLibrary().get(ASSISTANT_PROMPT).text
+    replay = _replay(settings, engine, production, system_prompt, n_train, tell)
+    seconds["replay"] = round(time.perf_counter() - step, 2)
     step = time.perf_counter()
     run = train_dataset(
-        settings, store, manager, dataset.version, config=config, watch=lambda r: _tell_run(tell, r)
+        settings,
+        store,
+        manager,
+        dataset.version,
+        config=config,
+        watch=lambda r: _tell_run(tell, r),
+        replay_path=replay.path if replay is not None else None,
     )
     seconds["train"] = round(time.perf_counter() - step, 2)
     result.run_id = run.id
@@ -205,7 +220,6 @@ def run_training_cycle(
 
     # 5: the gate.
     step = time.perf_counter()
-    production = store.adapters.production()
     result.baseline = production.version if production else BASE_VERSION
     try:
         load_version(engine, candidate)
@@ -217,7 +231,7 @@ def run_training_cycle(
             candidate=candidate.version,
             baseline=production.version if production else None,
             held_out=held_out_from_chat_jsonl(held_out),
-            system_prompt=PromptLibrary().get(ASSISTANT_PROMPT).text,
+            system_prompt=system_prompt,
             humaneval=humaneval,
             progress=lambda what, done, total: tell("validating", what=what, done=done, total=total),
         )
@@ -236,6 +250,38 @@ def run_training_cycle(
     seconds["total"] = round(time.perf_counter() - started, 2)
     tell(result.outcome, candidate=candidate.version, reason=report.summary)
     return result
+
+
+def _replay(
+    settings: Settings,
+    engine: InferenceEngine,
+    production: AdapterVersion | None,
+    system_prompt: str,
+    n_train: int,
+    tell: Callable[..., None],
+) -> ReplaySet | None:
+    """Production's own answers to general prompts, to train beside ``n_train`` rows (None when
+    ``training_pipeline.replay_ratio`` is 0)."""
+    from genesys.runtime.serving_versions import load_version
+    from genesys.tools.training.replay import build_replay_set, replay_count, replay_prompts
+
+    pipeline = settings.training_pipeline
+    count = replay_count(n_train, pipeline.replay_ratio, len(replay_prompts()))
+    if count == 0:
+        return None
+    tell("replay", rows=count, version=production.version if production else BASE_VERSION)
+    if production is not None:
+        load_version(engine, production)
+    replay = build_replay_set(
+        engine,
+        settings.data_dir / "processed" / "replay",
+        count=count,
+        system_prompt=system_prompt,
+        adapter=production.version if production else None,
+        max_tokens=pipeline.replay_max_tokens,
+    )
+    tell("replayed", rows=replay.rows, cached=replay.cached, seconds=replay.seconds)
+    return replay
 
 
 def _tell_run(tell: Callable[..., None], run: TrainingRun) -> None:

@@ -124,6 +124,15 @@ def test_rows_that_share_answers_need_fewer_epochs(settings: Any) -> None:
     assert choose_hyperparameters(120, 120 * 140, settings, n_distinct_answers=120).epochs == 5
 
 
+def test_replay_rows_lengthen_epochs_but_do_not_choose_them(settings: Any) -> None:
+    alone = choose_hyperparameters(110, 110 * 140, settings, n_distinct_answers=17)
+    replayed = choose_hyperparameters(110, 132 * 140, settings, n_distinct_answers=17, n_replay_rows=22)
+
+    assert (replayed.learning_rate, replayed.epochs) == (alone.learning_rate, alone.epochs)
+    assert (alone.steps_per_epoch, replayed.steps_per_epoch) == (28, 33)
+    assert "22 replay rows" in "\n".join(replayed.reasons)
+
+
 def test_long_rows_get_smaller_micro_batches_with_more_accumulation(settings: Any) -> None:
     hp = choose_hyperparameters(5000, 5000 * 4000, settings)
 

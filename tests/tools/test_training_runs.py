@@ -137,8 +137,13 @@ def test_a_worker_that_vanished_is_recorded_as_failed(manager: RunManager, store
 def test_a_run_trains_reports_progress_and_saves_its_adapter(
     manager: RunManager, store: Store, settings: Any, tiny_dir: Path, data: dict[str, Path]
 ) -> None:
+    replay = write_jsonl(data["train"].parent.parent / "replay.jsonl", chat_rows(3, phrasing=2))
     run = manager.start(
-        data["train"], validation_path=data["validation"], dataset_version="ds-1", base_model=tiny_dir
+        data["train"],
+        validation_path=data["validation"],
+        dataset_version="ds-1",
+        base_model=tiny_dir,
+        replay_path=replay,
     )
     assert run.state == "running" and run.pid is not None
     # The spec: complete on disk for the worker (owner-only: the database URL may hold a password),
@@ -158,6 +163,9 @@ def test_a_run_trains_reports_progress_and_saves_its_adapter(
     # The chosen hyperparameters and why.
     assert run.hyperparameters is not None and run.hyperparameters["learning_rate"] == pytest.approx(1e-3)
     assert any("8 rows is under 50" in reason for reason in run.reasons or [])
+    # The replay rows are trained beside the 8 rows but do not choose the epochs.
+    assert run.metrics is not None and (run.metrics["train_rows"], run.metrics["replay_rows"]) == (8, 3)
+    assert any("3 replay rows" in reason for reason in run.reasons or [])
     # Progress: a row at every logging step, train and validation losses, speed and time left.
     progress = store.training_runs.progress(run.id)
     train_rows = [p for p in progress if p.loss is not None]

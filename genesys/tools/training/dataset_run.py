@@ -48,9 +48,11 @@ def train_dataset(
     watch: Watcher | None = None,
     poll_s: float = 1.0,
     timeout_s: float | None = None,
+    replay_path: Path | None = None,
 ) -> TrainingRun:
     """Train on dataset ``version`` and wait for the run to end; ``watch`` sees the run as it goes.
 
+    ``replay_path`` holds replay rows (``genesys.tools.training.replay``) trained beside the version's.
     Returns the finished run (``succeeded``, ``failed`` or ``cancelled``: a failure is the run's state,
     not an exception). Raises ``NotFound`` for an unknown version, ``InvalidRequest`` for a version
     without training rows.
@@ -64,6 +66,7 @@ def train_dataset(
         dataset_version=version,
         config=config,
         system_prompt=prompt.text,
+        replay_path=replay_path,
     )
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not run.finished:

@@ -94,10 +94,13 @@ def choose_hyperparameters(
     has_validation: bool = False,
     n_devices: int = 1,
     n_distinct_answers: int | None = None,
+    n_replay_rows: int = 0,
 ) -> ChosenHyperparameters:
     """Fit the configured hyperparameters to a training set of ``n_train_rows`` rows holding
     ``n_train_tokens`` tokens in all, ``n_distinct_answers`` different answers among them (None: all
-    different). ``settings`` is the Settings or an already built TrainingConfig.
+    different). ``settings`` is the Settings or an already built TrainingConfig. ``n_replay_rows`` replay
+    rows are trained beside them every epoch: they lengthen the epochs (``n_train_tokens`` counts them)
+    but do not choose the learning rate or the number of epochs, which fit what is to be learned.
 
     Raises ``InvalidRequest`` for an empty training set or a device count below 1.
     """
@@ -110,13 +113,20 @@ def choose_hyperparameters(
     if config.adapt_to_data:
         lr, epochs = _rate_and_epochs(n_train_rows, config, reasons)
         epochs = _epochs_for_repeated_answers(epochs, n_train_rows, n_distinct_answers, reasons)
-        batch, accumulation = _batch(n_train_rows, max(n_train_tokens, 0), n_devices, config, reasons)
+        batch, accumulation = _batch(
+            n_train_rows + n_replay_rows, max(n_train_tokens, 0), n_devices, config, reasons
+        )
     else:
         lr, epochs = config.learning_rate, config.epochs
         batch, accumulation = config.batch_size, config.gradient_accumulation
         reasons.append("adapt_to_data is off: learning rate, epochs and batch are the configured values")
 
-    micro_batches = math.ceil(n_train_rows / (batch * n_devices))
+    if n_replay_rows:
+        reasons.append(
+            f"{n_replay_rows} replay rows (the serving model's own answers) trained beside the "
+            f"{n_train_rows} rows every epoch, so that the adapter keeps answering everything else as before"
+        )
+    micro_batches = math.ceil((n_train_rows + n_replay_rows) / (batch * n_devices))
     steps_per_epoch = max(1, math.ceil(micro_batches / accumulation))
     total_steps = steps_per_epoch * epochs
     if config.max_steps is not None and config.max_steps < total_steps:

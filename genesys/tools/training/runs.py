@@ -131,6 +131,7 @@ class RunManager:
         run_id: str | None = None,
         inject_nan_at_step: int | None = None,
         system_prompt: str | None = None,
+        replay_path: Path | None = None,
     ) -> TrainingRun:
         """Start a run in a subprocess and return it (``running``) at once.
 
@@ -153,6 +154,7 @@ class RunManager:
             validation_path=Path(validation_path).resolve() if validation_path else None,
             preference_path=Path(preference_path).resolve() if preference_path else None,
             dataset_version=dataset_version,
+            replay_path=Path(replay_path).resolve() if replay_path else None,
             system_prompt=system_prompt,
             base_model=base_model if base_model is not None else self.settings.model.path,
             cache_dir=(self.settings.data_dir / "cache" / "models").resolve(),

@@ -33,6 +33,11 @@ class RunSpec(BaseModel):
         None, description="DPO or KTO rows for the corrective stage (used when the config enables it)."
     )
     dataset_version: str | None = None
+    replay_path: Path | None = Field(
+        None,
+        description="Replay rows (genesys.tools.training.replay): chat JSONL trained beside the training "
+        "set, as they are (no system prompt added); they do not count towards the epochs chosen.",
+    )
     system_prompt: str | None = Field(
         None,
         description="The assistant's system prompt, put first in every row that has none: the model "

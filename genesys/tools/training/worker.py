@@ -153,14 +153,22 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     if not train_rows:
         raise InvalidRequest(f"no row of {spec.train_path} has an answer within {config.max_length} tokens")
     eval_rows = tokenized(spec.validation_path) if spec.validation_path is not None else []
+    replay_rows = (
+        tokenize_chat_rows(
+            tokenizer, load_chat_rows(spec.replay_path), max_length=config.max_length, loss_on=config.loss_on
+        )
+        if spec.replay_path is not None
+        else []
+    )
     n_devices = int(os.environ.get("WORLD_SIZE", "1"))
     hp = choose_hyperparameters(
         len(train_rows),
-        sum(len(r.input_ids) for r in train_rows),
+        sum(len(r.input_ids) for r in train_rows + replay_rows),
         config,
         has_validation=bool(eval_rows),
         n_devices=n_devices,
         n_distinct_answers=distinct_answers(spec.train_path),
+        n_replay_rows=len(replay_rows),
     )
     reporter.hyperparameters(hp)
 
@@ -171,7 +179,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     trainer = build_sft_trainer(
         model,
         tokenizer,
-        to_dataset(train_rows),
+        to_dataset(train_rows + replay_rows),
         to_dataset(eval_rows) if eval_rows else None,
         hp,
         config,
@@ -180,6 +188,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     )
     metrics: dict[str, Any] = {
         "train_rows": len(train_rows),
+        "replay_rows": len(replay_rows),
         "validation_rows": len(eval_rows),
         "sft": _train(trainer),
     }
