@@ -20,7 +20,17 @@ from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, Field
 
 from genesys.agents.reports import AnalystReport, StepReport
-from genesys.agents.roles import CycleContext, Inbox, LlmAgent, PolicyAgent, ReportSlot, ReportTool, RoleAgent
+from genesys.agents.roles import (
+    CycleContext,
+    Inbox,
+    LlmAgent,
+    PolicyAgent,
+    ReportSlot,
+    ReportTool,
+    RoleAgent,
+    build_llm_agent,
+    build_policy_agent,
+)
 
 NAME = "analyst"
 PROMPT = "analyst"
@@ -183,18 +193,8 @@ class AnalystLlm(_Analyst, LlmAgent):
 
 
 def policy_agent(ctx: CycleContext) -> RoleAgent:
-    slot = ReportSlot()
-    return AnalystPolicy(NAME, description=DESCRIPTION, tools=list(tools(ctx, slot)), slot=slot)
+    return build_policy_agent(AnalystPolicy, NAME, DESCRIPTION, tools, ctx)
 
 
 def llm_agent(ctx: CycleContext, client: ChatCompletionClient, prompt: str) -> RoleAgent:
-    slot = ReportSlot()
-    return AnalystLlm(
-        NAME,
-        description=DESCRIPTION,
-        tools=list(tools(ctx, slot)),
-        slot=slot,
-        model_client=client,
-        system_message=prompt,
-        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
-    )
+    return build_llm_agent(AnalystLlm, NAME, DESCRIPTION, tools, ctx, client, prompt)

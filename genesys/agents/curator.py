@@ -18,7 +18,17 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from genesys.agents.reports import AnalystReport, DatasetReport, StepReport
-from genesys.agents.roles import CycleContext, Inbox, LlmAgent, PolicyAgent, ReportSlot, ReportTool, RoleAgent
+from genesys.agents.roles import (
+    CycleContext,
+    Inbox,
+    LlmAgent,
+    PolicyAgent,
+    ReportSlot,
+    ReportTool,
+    RoleAgent,
+    build_llm_agent,
+    build_policy_agent,
+)
 from genesys.errors import InvalidRequest
 
 NAME = "curator"
@@ -124,18 +134,8 @@ class CuratorLlm(_Curator, LlmAgent):
 
 
 def policy_agent(ctx: CycleContext) -> RoleAgent:
-    slot = ReportSlot()
-    return CuratorPolicy(NAME, description=DESCRIPTION, tools=list(tools(ctx, slot)), slot=slot)
+    return build_policy_agent(CuratorPolicy, NAME, DESCRIPTION, tools, ctx)
 
 
 def llm_agent(ctx: CycleContext, client: ChatCompletionClient, prompt: str) -> RoleAgent:
-    slot = ReportSlot()
-    return CuratorLlm(
-        NAME,
-        description=DESCRIPTION,
-        tools=list(tools(ctx, slot)),
-        slot=slot,
-        model_client=client,
-        system_message=prompt,
-        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
-    )
+    return build_llm_agent(CuratorLlm, NAME, DESCRIPTION, tools, ctx, client, prompt)

@@ -20,7 +20,17 @@ from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel
 
 from genesys.agents.reports import DeployReport, StepReport, ValidationSummary
-from genesys.agents.roles import CycleContext, Inbox, LlmAgent, PolicyAgent, ReportSlot, ReportTool, RoleAgent
+from genesys.agents.roles import (
+    CycleContext,
+    Inbox,
+    LlmAgent,
+    PolicyAgent,
+    ReportSlot,
+    ReportTool,
+    RoleAgent,
+    build_llm_agent,
+    build_policy_agent,
+)
 from genesys.runtime.store import Rollout
 
 log = structlog.get_logger(__name__)
@@ -149,18 +159,8 @@ class DeployLlm(_Deploy, LlmAgent):
 
 
 def policy_agent(ctx: CycleContext) -> RoleAgent:
-    slot = ReportSlot()
-    return DeployPolicy(NAME, description=DESCRIPTION, tools=list(tools(ctx, slot)), slot=slot)
+    return build_policy_agent(DeployPolicy, NAME, DESCRIPTION, tools, ctx)
 
 
 def llm_agent(ctx: CycleContext, client: ChatCompletionClient, prompt: str) -> RoleAgent:
-    slot = ReportSlot()
-    return DeployLlm(
-        NAME,
-        description=DESCRIPTION,
-        tools=list(tools(ctx, slot)),
-        slot=slot,
-        model_client=client,
-        system_message=prompt,
-        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
-    )
+    return build_llm_agent(DeployLlm, NAME, DESCRIPTION, tools, ctx, client, prompt)

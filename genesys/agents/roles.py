@@ -374,3 +374,38 @@ class LlmAgent(RoleAgent):
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
         await self.assistant.load_state(state)
+
+
+ToolsFactory = Callable[["CycleContext", ReportSlot], list[ReportTool]]
+P = TypeVar("P", bound=PolicyAgent)
+L = TypeVar("L", bound=LlmAgent)
+
+
+def build_policy_agent(
+    cls: type[P], name: str, description: str, tools: ToolsFactory, ctx: CycleContext
+) -> P:
+    """A role's policy agent over its tools, with a fresh report slot."""
+    slot = ReportSlot()
+    return cls(name, description=description, tools=list(tools(ctx, slot)), slot=slot)
+
+
+def build_llm_agent(
+    cls: type[L],
+    name: str,
+    description: str,
+    tools: ToolsFactory,
+    ctx: CycleContext,
+    client: ChatCompletionClient,
+    prompt: str,
+) -> L:
+    """A role's model-driven agent over the same tools, with its prompt and a fresh report slot."""
+    slot = ReportSlot()
+    return cls(
+        name,
+        description=description,
+        tools=list(tools(ctx, slot)),
+        slot=slot,
+        model_client=client,
+        system_message=prompt,
+        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
+    )

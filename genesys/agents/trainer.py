@@ -20,7 +20,17 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from genesys.agents.reports import DatasetReport, StepReport, TrainingReport
-from genesys.agents.roles import CycleContext, Inbox, LlmAgent, PolicyAgent, ReportSlot, ReportTool, RoleAgent
+from genesys.agents.roles import (
+    CycleContext,
+    Inbox,
+    LlmAgent,
+    PolicyAgent,
+    ReportSlot,
+    ReportTool,
+    RoleAgent,
+    build_llm_agent,
+    build_policy_agent,
+)
 from genesys.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -167,18 +177,8 @@ class TrainerLlm(_Trainer, LlmAgent):
 
 
 def policy_agent(ctx: CycleContext) -> RoleAgent:
-    slot = ReportSlot()
-    return TrainerPolicy(NAME, description=DESCRIPTION, tools=list(tools(ctx, slot)), slot=slot)
+    return build_policy_agent(TrainerPolicy, NAME, DESCRIPTION, tools, ctx)
 
 
 def llm_agent(ctx: CycleContext, client: ChatCompletionClient, prompt: str) -> RoleAgent:
-    slot = ReportSlot()
-    return TrainerLlm(
-        NAME,
-        description=DESCRIPTION,
-        tools=list(tools(ctx, slot)),
-        slot=slot,
-        model_client=client,
-        system_message=prompt,
-        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
-    )
+    return build_llm_agent(TrainerLlm, NAME, DESCRIPTION, tools, ctx, client, prompt)

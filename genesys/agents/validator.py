@@ -19,7 +19,17 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 
 from genesys.agents.reports import GateVerdict, StepReport, TrainingReport, ValidationSummary
-from genesys.agents.roles import CycleContext, Inbox, LlmAgent, PolicyAgent, ReportSlot, ReportTool, RoleAgent
+from genesys.agents.roles import (
+    CycleContext,
+    Inbox,
+    LlmAgent,
+    PolicyAgent,
+    ReportSlot,
+    ReportTool,
+    RoleAgent,
+    build_llm_agent,
+    build_policy_agent,
+)
 from genesys.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -194,18 +204,8 @@ class ValidatorLlm(_Validator, LlmAgent):
 
 
 def policy_agent(ctx: CycleContext) -> RoleAgent:
-    slot = ReportSlot()
-    return ValidatorPolicy(NAME, description=DESCRIPTION, tools=list(tools(ctx, slot)), slot=slot)
+    return build_policy_agent(ValidatorPolicy, NAME, DESCRIPTION, tools, ctx)
 
 
 def llm_agent(ctx: CycleContext, client: ChatCompletionClient, prompt: str) -> RoleAgent:
-    slot = ReportSlot()
-    return ValidatorLlm(
-        NAME,
-        description=DESCRIPTION,
-        tools=list(tools(ctx, slot)),
-        slot=slot,
-        model_client=client,
-        system_message=prompt,
-        max_tool_iterations=ctx.settings.autogen_agents.max_tool_iterations,
-    )
+    return build_llm_agent(ValidatorLlm, NAME, DESCRIPTION, tools, ctx, client, prompt)

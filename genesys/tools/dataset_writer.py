@@ -29,10 +29,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from genesys.tools.curation_examples import Example, Message
-from genesys.tools.dataset_manifest import MANIFEST_NAME, DatasetManifest, FileRecord, canonical_json
+from genesys.tools.dataset_manifest import MANIFEST_NAME, FileRecord, canonical_json
 from genesys.tools.dataset_selection import SPLITS, Split
 from genesys.tools.paraphrase import paraphrase_question
 
@@ -203,7 +203,15 @@ def new_version_id(now: datetime, content_hash: str, taken: Any) -> str:
     return candidate
 
 
-def write_version(data_dir: Path, files: DatasetFiles, manifest: DatasetManifest) -> Path:
+class VersionManifest(Protocol):
+    """What ``write_version`` needs of a manifest: the curation manifest and the docs one both fit."""
+
+    version: str
+
+    def model_dump_json(self, *, indent: int | None = None) -> str: ...
+
+
+def write_version(data_dir: Path, files: DatasetFiles, manifest: VersionManifest) -> Path:
     """Write every file, then the manifest into each split directory; returns the train manifest path.
 
     On any error, what this call created is removed again.

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -46,14 +44,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from genesys.errors import InvalidRequest
 from genesys.runtime.embeddings import MODEL_NAME
 from genesys.runtime.store import DatasetVersion, Store, utcnow
-from genesys.tools.dataset_manifest import MANIFEST_NAME, FileRecord, SplitCounts, SplitRatios
+from genesys.tools.dataset_manifest import FileRecord, SplitCounts, SplitRatios
 from genesys.tools.dataset_selection import SPLITS, Split, seeded_key
 from genesys.tools.dataset_writer import (
     ROW_FILES,
     DatasetFiles,
     new_version_id,
-    relative_path,
     split_dir,
+    write_version,
 )
 from genesys.tools.docs_chunking import (
     HEADING_SEPARATOR,
@@ -558,7 +556,7 @@ def _write(
         content_hash=content_hash,
         rebuilt_from=rebuilt_from.version if rebuilt_from is not None else None,
     )
-    manifest_path = _write_version(data_dir, files, manifest)
+    manifest_path = write_version(data_dir, files, manifest)
     reproduced = None
     if rebuilt_from is not None:
         before = {k: r.sha256 for k, r in rebuilt_from.files.items()}
@@ -585,41 +583,6 @@ def _write(
         reproduced=reproduced,
     )
     return dataset
-
-
-def _write_version(data_dir: Path, files: DatasetFiles, manifest: DocsDatasetManifest) -> Path:
-    """Every file, then the manifest into each split directory (as ``dataset_writer.write_version``,
-    whose signature takes a curation manifest); returns the train manifest's path. On any error, what
-    this call wrote is removed again."""
-    version = manifest.version
-    created = [d for d in (split_dir(data_dir, s, version) for s in SPLITS) if not d.exists()]
-    written: list[Path] = []
-    try:
-        for planned in files.files:
-            target = data_dir / relative_path(planned.key, version)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, planned.data)
-            written.append(target)
-        manifest_bytes = (manifest.model_dump_json(indent=2) + "\n").encode("utf-8")
-        paths = []
-        for split in SPLITS:
-            path = split_dir(data_dir, split, version) / MANIFEST_NAME
-            _atomic_write(path, manifest_bytes)
-            written.append(path)
-            paths.append(path)
-        return paths[0]
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        for directory in created:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def _library_versions() -> dict[str, str]:
