@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint typecheck bench-serve clean
+.PHONY: install chromium run test test-fast lint typecheck bench-serve clean
 
 # torch first: the CPU build of 2.13.0 lies on these machines; a looser requirement pulls CUDA (GBs).
 # llama-cpp-python compiles from source once (4-5 minutes on 2 cores); pip caches the wheel.
@@ -27,7 +27,17 @@ $(NODE_STAMP): package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) chromium
+
+# Debian's chromium: the dashboard's test opens /dashboard in it, headless, over the DevTools
+# protocol (tests/support/browser.py). Installed here when missing (sudo unless root); no browser
+# is ever downloaded by a test.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing chromium (apt-get)"; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 run: $(STAMP)
 	$(BIN)/genesys serve

@@ -225,20 +225,28 @@ def monitor_command(
     json_out: Annotated[bool, typer.Option("--json", help="With --once: JSON instead of text.")] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 1.0,
 ) -> None:
-    """Follow a training run live (the seed's ``monitor_training``): a progress bar, loss, speed, ETA."""
+    """Follow training live (the seed's ``monitor_training``: a progress bar, loss, speed, ETA) beside
+    the seed's KPIs against their targets, the alerts firing and the rollout's A/B arms.
+
+    Ctrl-C stops it; with ``--run`` it stops when that run ends. ``--once`` prints the run's line
+    first, then the rest; ``--once --json`` prints ``{"run", "kpis", "alerts", "rollout"}``.
+    """
+    from genesys.cli_monitor import snapshot_json, snapshot_lines
     from genesys.runtime.store import Store
+    from genesys.tools.monitoring import take_snapshot
 
     settings = _settings(config, data_dir)
     store = Store(settings.database_url)
     try:
         current = _pick_run(store, run)
         if once:
+            snapshot = take_snapshot(store, settings, current)
             if json_out:
-                typer.echo(current.model_dump_json(indent=2) if current else "null")
+                typer.echo(snapshot_json(snapshot))
             else:
-                typer.echo(_run_line(current))
+                typer.echo("\n".join(snapshot_lines(snapshot, _run_line(current))))
             return
-        _follow(store, current, run, interval)
+        _follow(store, settings, run, interval)
     finally:
         store.close()
 
@@ -269,36 +277,57 @@ def _run_line(run: TrainingRun | None) -> str:
     return ", ".join(parts)
 
 
-def _follow(store: Store, current: TrainingRun | None, run_id: str | None, interval: float) -> None:
+# The KPIs and the rollout's arms are read from the whole window: refreshed less often than the bar.
+_OVERVIEW_SECONDS = 5.0
+
+
+def _follow(store: Store, settings: Settings, run_id: str | None, interval: float) -> None:
     from rich.console import Console
+    from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    from genesys.cli_monitor import monitor_view
+    from genesys.tools.monitoring import MonitorSnapshot, take_snapshot
 
     console = Console(stderr=False)
-    if current is None:
-        console.print("no training run yet: waiting for one (Ctrl-C to stop)")
-    with Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
         console=console,
-    ) as bar:
-        task = None
+    )
+    tasks: dict[str, Any] = {}
+    snapshot: MonitorSnapshot | None = None
+    taken = 0.0
+    with Live(console=console, auto_refresh=False) as live:
         while True:
-            current = _pick_run(store, run_id) if current is None or not current.finished else current
+            current = _pick_run(store, run_id)
             if current is not None:
-                current = store.training_runs.get(current.id)
-                if task is None:
-                    task = bar.add_task(current.id, total=current.total_steps or None, detail="")
+                if current.id not in tasks:
+                    for old in tasks.values():
+                        bar.remove_task(old)
+                    tasks = {
+                        current.id: bar.add_task(current.id, total=current.total_steps or None, detail="")
+                    }
                 bar.update(
-                    task,
+                    tasks[current.id],
                     total=current.total_steps or None,
                     completed=current.step or 0,
                     detail=_run_line(current).split(": ", 1)[1],
                 )
-                if current.finished:
-                    break
+            if snapshot is None or time.monotonic() - taken >= max(interval, _OVERVIEW_SECONDS):
+                snapshot, taken = take_snapshot(store, settings, current), time.monotonic()
+            training = (
+                bar.get_renderable()
+                if current is not None
+                else Text("no training run yet: waiting for one (Ctrl-C to stop)")
+            )
+            live.update(monitor_view(snapshot, training), refresh=True)
+            if run_id is not None and current is not None and current.finished:
+                break
             time.sleep(interval)
 
 

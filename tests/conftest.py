@@ -46,6 +46,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             monkeypatch.delenv(var)
     # No cycle starts by itself in a test's server; tests of the scheduler start it themselves.
     monkeypatch.setenv("GENESYS_AUTOGEN_AGENTS__SCHEDULE", "false")
+    # Nor do alert rules run (their actions retrain and roll back); tests of alerts turn them on.
+    monkeypatch.setenv("GENESYS_ALERTS__ENABLED", "false")
     return load_settings(data_dir=tmp_path / "data")
 
 

@@ -57,7 +57,8 @@ def test_train_on_an_empty_store_stops_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_monitor_once_shows_the_latest_run(tmp_path: Path) -> None:
-    assert genesys("monitor", "--once", "--data-dir", str(tmp_path)).stdout.strip() == "no training run yet"
+    first_line = genesys("monitor", "--once", "--data-dir", str(tmp_path)).stdout.splitlines()[0]
+    assert first_line == "no training run yet"  # then KPIs, alerts, rollout: tests/test_cli_monitor.py
 
     store = Store(f"sqlite:///{tmp_path / 'genesys.db'}")
     store.training_runs.create(TrainingRun(id="run-1", output_dir=str(tmp_path / "runs" / "run-1")))
@@ -68,9 +69,9 @@ def test_monitor_once_shows_the_latest_run(tmp_path: Path) -> None:
     )
     store.close()
 
-    line = genesys("monitor", "--once", "--data-dir", str(tmp_path)).stdout.strip()
+    line = genesys("monitor", "--once", "--data-dir", str(tmp_path)).stdout.splitlines()[0]
     assert line == "run-1: running, sft, step 12/40, loss 0.8123, 104 tokens/s, ETA 95 s"
-    shown = json.loads(genesys("monitor", "--once", "--json", "--data-dir", str(tmp_path)).stdout)
+    shown = json.loads(genesys("monitor", "--once", "--json", "--data-dir", str(tmp_path)).stdout)["run"]
     assert (shown["id"], shown["step"], shown["total_steps"]) == ("run-1", 12, 40)
     assert "run-9" in one_line_error(
         genesys("monitor", "--once", "--run", "run-9", "--data-dir", str(tmp_path))
@@ -88,7 +89,7 @@ def test_the_seeds_scripts_are_the_cli(tmp_path: Path) -> None:
             capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
         )  # fmt: skip
 
-    assert script("monitor_training.py", "--once", "--data-dir", str(tmp_path)).stdout.strip() == (
+    assert script("monitor_training.py", "--once", "--data-dir", str(tmp_path)).stdout.splitlines()[0] == (
         "no training run yet"
     )
     analysis = json.loads(script("analyze_interaction_data.py", "--json", "--data-dir", str(tmp_path)).stdout)

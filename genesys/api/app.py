@@ -16,10 +16,12 @@ from genesys.api.deps import Services
 from genesys.api.errors import install_error_handlers
 from genesys.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from genesys.api.routes import (
+    alerts,
     chat,
     completions,
     continue_events,
     cycles,
+    dashboard,
     feedback,
     health,
     interactions,
@@ -28,7 +30,9 @@ from genesys.api.routes import (
     models,
     rollout,
 )
+from genesys.errors import InvalidRequest
 from genesys.runtime.ab_router import AbRouter
+from genesys.runtime.alert_loop import AlertLoop
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.engines import InferenceEngine, make_engine
 from genesys.runtime.interaction_log import InteractionLog
@@ -134,6 +138,28 @@ def _docs_retriever(settings: Settings) -> DocsRetriever | None:
     return retriever
 
 
+def _alert_loop(services: Services) -> AlertLoop | None:
+    """The alert rules in the background (None when ``alerts.enabled`` is off): a performance drop
+    retrains through the society's scheduler, a critical failure rolls back through the controller."""
+    config = services.settings.alerts
+    if not config.enabled:
+        return None
+    from genesys.tools.alerts import AlertEvaluator
+
+    def retrain(reason: str) -> str:
+        if services.cycles is None:
+            raise InvalidRequest("this server runs no learning cycles")
+        return services.cycles.trigger(trigger="alert", requested_by="alerts", reason=reason).id
+
+    evaluator = AlertEvaluator(
+        services.store,
+        services.settings,
+        retrain=retrain,
+        after_rollback=services.controller.apply if services.controller is not None else None,
+    )
+    return AlertLoop(evaluator.evaluate, interval_seconds=config.evaluate_seconds)
+
+
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
     """The app; the engine loads in the background at start-up (``/readyz`` says when it is done)."""
     services = services or build_services(settings)
@@ -143,6 +169,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         services.host.start_loading(after_load=lambda: _serve_registered_versions(services))
         if services.cycles is not None:
             services.cycles.start()
+        alert_loop = app.state.alert_loop = _alert_loop(services)
+        if alert_loop is not None:
+            alert_loop.start()
         log.info(
             "server.starting",
             engine=services.host.engine.kind,
@@ -150,6 +179,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             auth="api keys" if settings.auth_enabled else "none (loopback only)",
         )
         yield
+        if alert_loop is not None:
+            alert_loop.stop()
         if services.cycles is not None:
             services.cycles.stop()
         if services.controller is not None:
@@ -171,6 +202,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         rollout,
         cycles,
         kpis,
+        alerts,
+        dashboard,
     )
     for module in routers:
         app.include_router(module.router)

@@ -40,6 +40,9 @@ KNOWN_PATHS = frozenset(
         "/v1/rollout/resume",
         "/v1/rollout/rollback",
         "/v1/kpis",
+        "/v1/alerts",
+        "/v1/dashboard/snapshot",
+        "/dashboard",
     }
 )
 
@@ -177,3 +180,9 @@ class _StoreCollector(Collector):
         for (source, verdict), count in sorted(self.store.feedback.counts().items()):
             feedback.add_metric([source, verdict], count)
         yield feedback
+        alerts = GaugeMetricFamily(
+            "genesys_alerts_firing", "Alerts firing now, by kind (the seed's four).", labels=["kind"]
+        )
+        for kind, count in self.store.alerts.firing_counts().items():
+            alerts.add_metric([kind], count)
+        yield alerts

@@ -339,6 +339,148 @@ class DeployConfig(_Section):
         return self
 
 
+# --- alerts (the seed's "Sistema de Alertas" and its automatic actions) ------------------------------
+
+AlertAction = Literal["retrain", "rollback", "notify", "report"]
+KpiAlertStatus = Literal["warning", "breached"]
+
+
+def _actions(*names: AlertAction) -> Any:
+    """A default_factory for a kind's actions."""
+
+    def make() -> list[AlertAction]:
+        return list(names)
+
+    return make
+
+
+def _breached() -> list[KpiAlertStatus]:
+    return ["breached"]
+
+
+class _AlertRule(_Section):
+    enabled: bool = Field(True, description="Evaluate the rules of this kind.")
+    actions: list[AlertAction] = Field(
+        default_factory=list,
+        description="What Genesys does when an alert of this kind fires: retrain (start a learning cycle, "
+        "trigger 'alert'), rollback (roll the rollout in progress back), notify (webhook and log), report "
+        "(a JSON and a Markdown file under <data_dir>/metrics/alerts/).",
+    )
+
+    @field_validator("actions")
+    @classmethod
+    def _unique_actions(cls, value: list[AlertAction]) -> list[AlertAction]:
+        if len(set(value)) != len(value):
+            raise ValueError("an action is listed twice")
+        return value
+
+
+class PerformanceDropAlerts(_AlertRule):
+    """Performance drop: a KPI breached, or the p95 latency of recent answers over a threshold."""
+
+    actions: list[AlertAction] = Field(default_factory=_actions("retrain", "notify"))
+    kpis: list[str] = Field(
+        default_factory=lambda: ["success_rate", "response_time", "user_satisfaction"],
+        description="KPIs (GET /v1/kpis names) whose status fires an alert.",
+    )
+    kpi_statuses: list[KpiAlertStatus] = Field(
+        default_factory=_breached, description="The KPI statuses that fire."
+    )
+    kpi_window_hours: float = Field(24, gt=0, description="The KPIs' window.")
+    kpi_min_samples: int = Field(20, ge=1, description="Fewer samples: the KPI has no data, nothing fires.")
+    p95_latency_seconds: float = Field(
+        10,
+        gt=0,
+        description="p95 of the completed answers' latency over latency_window_minutes above which "
+        "an alert fires.",
+    )
+    latency_window_minutes: float = Field(15, gt=0)
+    latency_min_samples: int = Field(10, ge=1, description="Completed answers the window needs.")
+
+    @field_validator("kpis")
+    @classmethod
+    def _known_kpis(cls, value: list[str]) -> list[str]:
+        known = {
+            "success_rate",
+            "response_time",
+            "user_satisfaction",
+            "learning_rate",
+            "knowledge_coverage",
+            "technical_precision",
+        }
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown KPI {', '.join(unknown)} (one of {', '.join(sorted(known))})")
+        return value
+
+
+class CriticalFailureAlerts(_AlertRule):
+    """Critical failures: an error-rate spike, a failed training run, an automatic rollback."""
+
+    actions: list[AlertAction] = Field(default_factory=_actions("rollback", "notify"))
+    error_rate: float = Field(
+        0.1, gt=0, le=1, description="Share of failed requests over window_minutes above which it fires."
+    )
+    window_minutes: float = Field(15, gt=0)
+    min_requests: int = Field(10, ge=1, description="Ended requests the window needs.")
+    lookback_hours: float = Field(
+        24, gt=0, description="A failed training run or an automatic rollback fires for this long after it."
+    )
+
+
+class TrainingNeededAlerts(_AlertRule):
+    """Training needed: enough new corrections since the last learning cycle started."""
+
+    actions: list[AlertAction] = Field(default_factory=_actions("notify"))
+    corrections: int = Field(
+        20, ge=1, description="Corrected answers (explicit or implicit) since the last cycle started."
+    )
+
+
+class AnomalyAlerts(_AlertRule):
+    """Anomalies: request volume or latency of the last window far from the baseline before it."""
+
+    actions: list[AlertAction] = Field(default_factory=_actions("report", "notify"))
+    window_minutes: float = Field(15, gt=0, description="The recent window.")
+    baseline_hours: float = Field(24, gt=0, description="The period before the window it is compared to.")
+    volume_factor: float = Field(
+        3,
+        gt=1,
+        description="Requests in the window above factor x (or below 1/factor x) the baseline's "
+        "mean per window.",
+    )
+    min_baseline_requests: float = Field(
+        5, gt=0, description="The baseline's mean requests per window must reach this to judge volume."
+    )
+    latency_factor: float = Field(
+        2, gt=1, description="Median latency of the window above factor x the baseline's median."
+    )
+    min_latency_samples: int = Field(10, ge=1, description="Completed answers each period needs.")
+
+
+class AlertsConfig(_Section):
+    """Alert rules evaluated in the server's background, deduplicated and stored (GET /v1/alerts)."""
+
+    enabled: bool = Field(True, description="`genesys serve` evaluates the rules in the background.")
+    evaluate_seconds: float = Field(60, gt=0, description="How often the rules are evaluated.")
+    webhook_url: str | None = Field(
+        None,
+        description="Receives each firing and resolved alert as JSON (Slack-compatible); unset: logs only.",
+    )
+    webhook_timeout_s: float = Field(5, gt=0)
+    performance_drop: PerformanceDropAlerts = Field(default_factory=PerformanceDropAlerts)
+    critical_failure: CriticalFailureAlerts = Field(default_factory=CriticalFailureAlerts)
+    training_needed: TrainingNeededAlerts = Field(default_factory=TrainingNeededAlerts)
+    anomaly: AnomalyAlerts = Field(default_factory=AnomalyAlerts)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return value
+
+
 # --- server, model, storage, auth, logging --------------------------------------------------------
 
 
@@ -469,6 +611,7 @@ class Settings(BaseSettings):
     training_pipeline: TrainingPipeline = Field(default_factory=TrainingPipeline)
     quality_gates: QualityGates = Field(default_factory=QualityGates)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @classmethod
     def settings_customise_sources(

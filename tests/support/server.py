@@ -109,6 +109,8 @@ def server_env(data_dir: Path, env: Mapping[str, str] | None = None) -> dict[str
         TRANSFORMERS_OFFLINE="1",
         ANONYMIZED_TELEMETRY="False",
         PYTHONUNBUFFERED="1",
+        # No alert rule acts (retrain, rollback) in a test's server unless the test asks for it.
+        GENESYS_ALERTS__ENABLED="false",
     )
     child.update(env or {})
     return child

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from genesys.runtime.store.adapters import AdapterRegistry, AdapterState, AdapterTransition, AdapterVersion
+from genesys.runtime.store.alerts import Alert, AlertActionRecord, AlertKind, AlertState, AlertStore
 from genesys.runtime.store.annotations import Annotation, AnnotationStore, Tier
 from genesys.runtime.store.cycles import Cycle, CycleInProgress, CycleMessage, CycleState, CycleStore
 from genesys.runtime.store.datasets import DatasetStore, DatasetVersion
@@ -28,6 +29,11 @@ __all__ = [
     "AdapterState",
     "AdapterTransition",
     "AdapterVersion",
+    "Alert",
+    "AlertActionRecord",
+    "AlertKind",
+    "AlertState",
+    "AlertStore",
     "Annotation",
     "AnnotationStore",
     "Base",
@@ -82,6 +88,7 @@ class Store:
         self.adapters = AdapterRegistry(self.db)
         self.rollouts = RolloutStore(self.db)
         self.cycles = CycleStore(self.db)
+        self.alerts = AlertStore(self.db)
 
     @property
     def url(self) -> str:
