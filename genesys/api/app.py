@@ -17,6 +17,7 @@ from genesys.api.errors import install_error_handlers
 from genesys.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from genesys.api.routes import (
     alerts,
+    analysis,
     chat,
     completions,
     continue_events,
@@ -26,6 +27,7 @@ from genesys.api.routes import (
     health,
     interactions,
     kpis,
+    learning,
     metrics,
     models,
     rollout,
@@ -203,6 +205,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         cycles,
         kpis,
         alerts,
+        analysis,
+        learning,
         dashboard,
     )
     for module in routers:
