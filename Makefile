@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install chromium run test test-fast lint typecheck bench-serve clean
+.PHONY: install chromium postgres run test test-fast lint typecheck bench-serve clean
 
 # torch first: the CPU build of 2.13.0 lies on these machines; a looser requirement pulls CUDA (GBs).
 # llama-cpp-python compiles from source once (4-5 minutes on 2 cores); pip caches the wheel.
@@ -39,13 +39,27 @@ chromium:
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# PostgreSQL for the tests: the store's tests also run on a PostgreSQL server they start themselves
+# (tests/support/postgres.py), from Debian's package. Installed here when missing (sudo unless root);
+# where it cannot be, those tests skip and say why.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		true; \
+	else \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing postgresql (apt-get)"; \
+		{ $$SUDO apt-get update -qq && \
+		  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } \
+		|| echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/genesys serve
 
-test: install
+test: install postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install postgres
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

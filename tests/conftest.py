@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,42 @@ def start_live_server(settings: Any, engine: Any) -> Iterator[LiveServer]:
 def live_server(settings: Any, llama_engine: Any) -> Iterator[LiveServer]:
     """The real app on a loopback port, with a fresh data dir and the shared model."""
     yield from start_live_server(settings, llama_engine)
+
+
+# -- the store's backends and the Chroma server (tests/support/postgres.py, tests/support/chroma.py) --
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the session; skips (with the reason) where PostgreSQL is
+    not installed (`make postgres` installs it)."""
+    from tests.support.postgres import PostgresUnavailable, running_postgres
+
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except PostgresUnavailable as exc:
+            pytest.skip(f"PostgreSQL tests skipped: {exc}")
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store on each backend: SQLite (WAL) in the test's tmp dir, and a fresh
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'genesys.db'}"
+    return str(request.getfixturevalue("postgres_server").create_database())
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[Any]:
+    """One `chroma run` server on loopback for the session (tests clear it with ``clear()``)."""
+    from tests.support.chroma import ChromaUnavailable, running_chroma
+
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_chroma())
+        except ChromaUnavailable as exc:
+            pytest.skip(f"Chroma server tests skipped: {exc}")
+        yield server

@@ -138,6 +138,8 @@ class CycleRunner:
         self._stopping = threading.Event()
         # Cycles this runner claimed and has not started yet: not orphans, whatever their heartbeat.
         self._claimed: set[str] = set()
+        # Owners known to be gone (a replica whose society lease expired): their cycles are orphans.
+        self.departed: set[str] = set()
 
     @property
     def busy(self) -> bool:
@@ -194,7 +196,11 @@ class CycleRunner:
         stale = utcnow() - active.heartbeat_at > timedelta(
             seconds=self.settings.autogen_agents.stale_after_seconds
         )
-        alive = owner_alive(active.owner)
+        # An owner whose society lease expired is gone once its cycle's heartbeat has stopped too.
+        departed = active.owner in self.departed and utcnow() - active.heartbeat_at > timedelta(
+            seconds=2 * HEARTBEAT_SECONDS
+        )
+        alive = False if departed else owner_alive(active.owner)
         if stale or alive is False or (active.owner == self.owner and not self.busy):
             return active
         return None

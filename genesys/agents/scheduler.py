@@ -11,6 +11,13 @@ One worker thread (``start`` / ``stop``, from the app's lifespan) runs the cycle
 
 ``stop`` interrupts the cycle running now at its last saved turn (it resumes at the next start) and
 waits for the thread.
+
+Several replicas on one database (``election``): only the holder of the ``society`` lease
+(``genesys.runtime.leadership``) resumes cycles and starts them on the threshold; the others stand by
+and take over when the leader's lease expires (it died) or is released (a clean shutdown). A cycle
+owned by the replica whose lease expired is taken over at once, without waiting for
+``stale_after_seconds``. ``POST /v1/cycles`` still runs on the replica that received it: the store's
+one-active-cycle slot keeps it to one cycle at a time across replicas.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ import threading
 import structlog
 
 from genesys.agents.cycles import CycleRunner
-from genesys.runtime.store import Cycle, CycleInProgress
+from genesys.runtime.leadership import LeaderElection
+from genesys.runtime.store import Cycle, CycleInProgress, Lease
 from genesys.runtime.store.cycles import CycleTrigger
 
 log = structlog.get_logger(__name__)
+
+SOCIETY_LEASE = "society"  # the lease (store.leases) whose holder runs the society's background work
 
 
 class CycleScheduler:
@@ -37,6 +47,7 @@ class CycleScheduler:
         threshold: int | None,
         poll_seconds: float = 10.0,
         automatic: bool = True,
+        election: LeaderElection | None = None,
     ) -> None:
         if poll_seconds <= 0:
             raise ValueError("poll_seconds must be positive")
@@ -46,6 +57,9 @@ class CycleScheduler:
         self.threshold = threshold
         self.poll_seconds = poll_seconds
         self.automatic = automatic and threshold is not None
+        self.election = election
+        if election is not None:
+            election.on_change(self._leadership_changed)
         self._claimed: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -59,9 +73,16 @@ class CycleScheduler:
         if self._thread is not None:
             return
         self._stop.clear()
+        if self.election is not None:
+            self.election.start()
         self._thread = threading.Thread(target=self._loop, name="society-scheduler", daemon=True)
         self._thread.start()
-        log.info("society.scheduler_started", threshold=self.threshold, automatic=self.automatic)
+        log.info(
+            "society.scheduler_started",
+            threshold=self.threshold,
+            automatic=self.automatic,
+            elected=self.election is not None,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt the running cycle (resumable) and stop the thread."""
@@ -73,6 +94,20 @@ class CycleScheduler:
             if self._thread.is_alive():
                 log.warning("society.scheduler_stop_timeout", timeout=timeout)
         self._thread = None
+        if self.election is not None:  # after the cycle was interrupted: the next leader resumes it
+            self.election.stop(release=True)
+
+    @property
+    def leading(self) -> bool:
+        """This replica runs the society's background work (always, without an election)."""
+        return self.election is None or self.election.is_leader
+
+    def status(self) -> dict[str, object]:
+        """This replica's part in the society, for ``/readyz``: ``role`` leader, standby or single
+        (no election: schedule off), the replica's id and the leader it knows of."""
+        if self.election is None:
+            return {"role": "single", "replica": self.runner.owner, "leader": None}
+        return self.election.status()
 
     def trigger(
         self,
@@ -115,7 +150,7 @@ class CycleScheduler:
             except queue.Empty:
                 break
             self.runner.run(cycle_id)
-        if self._stop.is_set():
+        if self._stop.is_set() or not self.leading:
             return
         if self.runner.resume() is not None or self._stop.is_set():
             return
@@ -130,3 +165,10 @@ class CycleScheduler:
                 log.info("society.trigger_skipped", reason=str(exc))
                 return
             self.runner.run(cycle.id)
+
+    def _leadership_changed(self, leading: bool, lease: Lease | None) -> None:
+        if leading and lease is not None and lease.previous_holder not in (None, self.runner.owner):
+            # The previous leader's lease expired or was released: a cycle it still owns is orphaned.
+            self.runner.departed.add(str(lease.previous_holder))
+        log.info("society.leadership", leading=leading, replica=self.runner.owner)
+        self._wake.set()

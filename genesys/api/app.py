@@ -95,8 +95,9 @@ def _society(
     """The society's scheduler: cycles run in a background thread, validate with the served engine and
     hand their rollouts to the controller at once."""
     from genesys.agents.cycles import CycleRunner
-    from genesys.agents.scheduler import CycleScheduler
+    from genesys.agents.scheduler import SOCIETY_LEASE, CycleScheduler
     from genesys.agents.society import model_clients
+    from genesys.runtime.leadership import LeaderElection
     from genesys.tools.training.runs import RunManager
 
     def engine() -> InferenceEngine:
@@ -113,11 +114,20 @@ def _society(
         manager=RunManager(settings, store=store.training_runs),
         on_rollout=controller.apply,
     )
+    # With the schedule on, replicas sharing the database elect one to run the society's background work.
+    election = (
+        LeaderElection(
+            store.leases, name=SOCIETY_LEASE, holder=runner.owner, ttl_seconds=agents.lease_seconds
+        )
+        if agents.schedule
+        else None
+    )
     return CycleScheduler(
         runner,
         threshold=agents.data_analyst.trigger_threshold,
         poll_seconds=agents.poll_seconds,
         automatic=agents.schedule,
+        election=election,
     )
 
 

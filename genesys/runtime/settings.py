@@ -163,6 +163,13 @@ class AutogenAgents(_Section):
         gt=0,
         description="A running cycle whose process has not reported for this long is taken over and resumed.",
     )
+    lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="Replicas sharing a database elect one to run the society (threshold triggers, "
+        "resumes): its lease lasts this long and is renewed every third of it; when the leader dies, "
+        "another replica takes over once the lease has expired.",
+    )
 
 
 class TrainingPipeline(_Section):

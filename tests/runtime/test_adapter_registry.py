@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,9 @@ from genesys.runtime.store.adapters import ALLOWED_TRANSITIONS, AdapterRegistry,
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> AdapterRegistry:
-    store = Store(f"sqlite:///{tmp_path / 'genesys.db'}")
+def registry(store_url: str) -> AdapterRegistry:
+    """On both backends (SQLite, PostgreSQL)."""
+    store = Store(store_url)
     return store.adapters
 
 

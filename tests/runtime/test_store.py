@@ -1,4 +1,4 @@
-"""The interaction store on SQLite (WAL) and the seed's raw export."""
+"""The interaction store on both backends (SQLite with WAL, PostgreSQL) and the seed's raw export."""
 
 from __future__ import annotations
 
@@ -32,9 +32,8 @@ def make(n: int, kind: str = "chat", text: str = "hello") -> Interaction:
     )
 
 
-def test_round_trip_and_wal(tmp_path: Path) -> None:
-    db = tmp_path / "g.db"
-    store = Store(f"sqlite:///{db}").interactions
+def test_round_trip(store_url: str) -> None:
+    store = Store(store_url).interactions
     items = [make(i) for i in range(5)]
     for item in items:
         store.record(item)
@@ -47,21 +46,29 @@ def test_round_trip_and_wal(tmp_path: Path) -> None:
     assert [i.id for i in store.list(conversation_id="conv-1")] == [items[1].id, items[4].id]
     assert [i.id for i in store.list(limit=2, offset=3)] == [items[3].id, items[4].id]
     assert store.get("missing") is None
-    with sqlite3.connect(db) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Datetimes come back aware, in UTC, to the microsecond, whatever the server's time zone.
+    assert again.created_at == items[2].created_at and again.created_at.utcoffset() == timedelta(0)
+    assert [i.id for i in store.list(since=items[3].created_at)] == [items[3].id, items[4].id]
     store.db.close()
 
 
-def test_a_second_store_on_the_same_file_sees_committed_rows(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'g.db'}"
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    Store(f"sqlite:///{db}").interactions.record(make(1))
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_second_store_on_the_same_database_sees_committed_rows(store_url: str) -> None:
+    url = store_url
     writer, reader = Store(url).interactions, Store(url).interactions
     item = make(1)
     writer.record(item)
     assert reader.get(item.id) is not None
 
 
-def test_raw_export_layout(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'g.db'}").interactions
+def test_raw_export_layout(tmp_path: Path, store_url: str) -> None:
+    store = Store(store_url).interactions
     exporter = RawExporter(tmp_path)
     kinds = ["chat", "code", "debug", "explanation"]
     for n, kind in enumerate(kinds * 2):

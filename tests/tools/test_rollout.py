@@ -1,10 +1,11 @@
-"""The rollout state machine on a real SQLite store, with simulated time (every call takes ``now``):
-the Validator's gate, approval, stages, promotion with a backup, automatic rollback on degradation
-and error spikes, hold and resume, and the audit trail of every step."""
+"""The rollout state machine on a real store (SQLite and PostgreSQL), with simulated time (every call
+takes ``now``): the Validator's gate, approval, stages, promotion with a backup, automatic rollback on
+degradation and error spikes, hold and resume, and the audit trail of every step."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ def register(store: Store, version: str, *, state: str = "validated") -> None:
         registry.transition(version, "rejected", actor="validator", reason="regressed on HumanEval")
     if state == "production":
         registry.promote(version, actor="deploy", reason="first production version")
+
+
+@pytest.fixture()
+def store(store_url: str) -> Iterator[Store]:
+    """The store on both backends (SQLite, PostgreSQL): the state machine must hold on each."""
+    opened = Store(store_url)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture()

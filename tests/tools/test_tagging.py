@@ -55,6 +55,23 @@ CLEAR = {
 CORRECTION = "In Vue 3 use <script setup> and defineProps({ title: String }); `this.props` does not exist."
 
 
+@pytest.fixture(params=["embedded", "server"])
+def chroma_at(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Where a test's Chroma lives: embedded under its tmp dir, or the session's ``chroma run`` server
+    on loopback (``storage.chroma_url``), emptied first."""
+    if request.param == "embedded":
+        return {"path": tmp_path / "chroma"}
+    server = request.getfixturevalue("chroma_server")
+    server.clear()
+    return {"url": server.url}
+
+
+@pytest.fixture()
+def vectors(chroma_at: dict[str, Any], embedder: Embedder) -> VectorStore:
+    """Embedded Chroma and a Chroma server: the tagging tests run on both."""
+    return VectorStore(**chroma_at, embedder=embedder)
+
+
 def test_clear_questions_get_their_category(
     store: Store, vectors: VectorStore, settings: Settings, record: Record, category_index: CategoryIndex
 ) -> None:
@@ -194,7 +211,7 @@ def test_chroma_holds_every_interaction_and_finds_similar_ones(
 
 
 def test_reanalysis_is_idempotent_reuses_vectors_and_picks_up_new_feedback(
-    tmp_path: Path,
+    chroma_at: dict[str, Any],
     store: Store,
     settings: Settings,
     record: Record,
@@ -202,7 +219,7 @@ def test_reanalysis_is_idempotent_reuses_vectors_and_picks_up_new_feedback(
     category_index: CategoryIndex,
 ) -> None:
     counting = CountingEmbedder(embedder)
-    vectors = VectorStore(path=tmp_path / "chroma", embedder=counting)
+    vectors = VectorStore(**chroma_at, embedder=counting)
     interactions = [record(q) for questions in CLEAR.values() for q in questions]
     first = analyze_interactions(store, vectors, settings, category_index=category_index)
     before = store.annotations.for_interactions([i.id for i in interactions])
@@ -305,14 +322,16 @@ class CountingEmbedder(Embedder):
         return self.inner.embed(texts)
 
 
-def test_categories_are_embedded_once_and_kept_in_chroma(tmp_path: Path, embedder: Embedder) -> None:
+def test_categories_are_embedded_once_and_kept_in_chroma(
+    chroma_at: dict[str, Any], embedder: Embedder
+) -> None:
     counting = CountingEmbedder(embedder)
-    vectors = VectorStore(path=tmp_path / "chroma", embedder=counting)
+    vectors = VectorStore(**chroma_at, embedder=counting)
     categories = ["coding", "debugging", "explanation", "architecture", "optimization", "testing"]
 
     first = CategoryIndex.load(categories, vectors)
     embedded = counting.texts
-    again = CategoryIndex.load(categories, VectorStore(path=tmp_path / "chroma", embedder=counting))
+    again = CategoryIndex.load(categories, VectorStore(**chroma_at, embedder=counting))
 
     assert embedded > len(categories) and counting.texts == embedded
     assert np.allclose(first.centroids, again.centroids, atol=1e-6)

@@ -1,4 +1,5 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the model and the store can serve)."""
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the model and the store can serve; and
+this replica's part in the society: leader, standby or single)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "store": "ok" if store_ok else "unreachable",
     }
     ready = services.host.ready and store_ok
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,
         "engine": engine.kind,
         "model_version": services.router.split.production,
     }
+    if services.cycles is not None:
+        # Replicas: which one runs the society (the holder of the lease), and which one this is.
+        body["society"] = services.cycles.status()
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -21,6 +21,7 @@ from genesys.runtime.store.interactions import (
     Status,
     new_interaction_id,
 )
+from genesys.runtime.store.leases import Lease, LeaseStore
 from genesys.runtime.store.rollouts import Rollout, RolloutEvent, RolloutState, RolloutStore
 from genesys.runtime.store.training_runs import RunState, TrainingProgress, TrainingRun, TrainingRunStore
 
@@ -55,6 +56,8 @@ __all__ = [
     "Interaction",
     "InteractionStore",
     "InteractionType",
+    "Lease",
+    "LeaseStore",
     "Rollout",
     "RolloutEvent",
     "RolloutState",
@@ -88,6 +91,7 @@ class Store:
         self.adapters = AdapterRegistry(self.db)
         self.rollouts = RolloutStore(self.db)
         self.cycles = CycleStore(self.db)
+        self.leases = LeaseStore(self.db)
         self.alerts = AlertStore(self.db)
 
     @property

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from genesys.errors import InvalidRequest, NotFound
-from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
+from genesys.runtime.store.db import Base, Database, UtcDateTime, lock_in, utcnow
 
 AdapterState = Literal["candidate", "validated", "rejected", "canary", "production", "retired", "rolled_back"]
 
@@ -45,6 +45,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 RESERVED_VERSIONS = frozenset({"base"})
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AUTO_VERSION_RE = re.compile(r"^v(\d+)$")
+# Changes of the registry and of the rollouts (which move adapters) take turns across replicas.
+REGISTRY_LOCK = "genesys.registry"
 
 
 class AdapterVersionRow(Base):
@@ -211,6 +213,7 @@ class AdapterRegistry:
     def set_metrics(self, version: str, metrics: dict[str, Any]) -> AdapterVersion:
         """Merge ``metrics`` into the version's metrics (validation scores, A/B results)."""
         with self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             row = _row(session, version)
             row.metrics = {**row.metrics, **metrics}
             row.updated_at = utcnow()
@@ -225,6 +228,7 @@ class AdapterRegistry:
         if to_state == "production":
             return self.promote(version, actor=actor, reason=reason)
         with self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             return transition_in(session, version, to_state, actor=actor, reason=reason)
 
     def promote(self, version: str, *, actor: str, reason: str) -> AdapterVersion:
@@ -234,6 +238,7 @@ class AdapterRegistry:
         Raises ``InvalidRequest`` otherwise (a candidate must be validated first).
         """
         with self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             return promote_in(session, version, actor=actor, reason=reason)
 
     def rollback(self, *, actor: str, reason: str) -> AdapterVersion | None:
@@ -243,6 +248,7 @@ class AdapterRegistry:
         Raises ``InvalidRequest`` when nothing is in production.
         """
         with self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             current = _in_state(session, "production")
             if current is None:
                 raise InvalidRequest("nothing is in production to roll back", code="invalid_transition")

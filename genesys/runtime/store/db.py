@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -55,6 +55,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _postgres_text_without_nul(dbapi_connection: Any, _record: Any) -> None:
+    """PostgreSQL text cannot hold NUL (SQLite can): psycopg sends each one as U+FFFD, so that a
+    request with a stray NUL byte is stored (marked) instead of failing."""
+    adapters = getattr(dbapi_connection, "adapters", None)
+    if adapters is None:  # not psycopg 3 (e.g. psycopg2): left as the driver does it
+        return
+    from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
+
+    class _TextDumper(StrDumperUnknown):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd"))
+
+    class _BinaryDumper(StrBinaryDumper):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd"))
+
+    adapters.register_dumper(str, _TextDumper)
+    adapters.register_dumper(str, _BinaryDumper)
+
+
 def make_db_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -63,7 +83,22 @@ def make_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, pool_pre_ping=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_text_without_nul)
+    return engine
+
+
+def lock_in(session: Session, name: str) -> None:
+    """Serialize, across processes, the transactions that take the lock ``name``, until ``session``'s
+    transaction ends: a check-then-write (one active rollout, the state a change expects) then sees
+    the writes of the transaction before it.
+
+    On PostgreSQL a transaction-scoped advisory lock; on SQLite nothing: a SQLite store serves one
+    server process (replicas need PostgreSQL), whose repositories guard their own check-then-writes.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
 
 class Database:
@@ -75,7 +110,12 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_tables(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create the missing tables. Replicas starting at once on one PostgreSQL database take turns
+        (two concurrent ``CREATE TABLE`` of the same table would fail one of them)."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('genesys.schema'))"))
+            Base.metadata.create_all(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
@@ -69,6 +70,14 @@ class FeedbackStore:
 
     def upsert(self, feedback: Feedback) -> Feedback:
         """Insert, or update the fields given (not None) of the existing row; returns the stored row."""
+        try:
+            return self._upsert(feedback)
+        except IntegrityError:
+            # Another process (a replica) inserted the same (interaction, source, signal) between our
+            # read and our insert: the second try finds its row and updates it.
+            return self._upsert(feedback)
+
+    def _upsert(self, feedback: Feedback) -> Feedback:
         with self.db.session() as session:
             row = session.scalars(
                 select(FeedbackRow).where(

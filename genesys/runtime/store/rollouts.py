@@ -27,8 +27,8 @@ from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from genesys.errors import InvalidRequest, NotFound
-from genesys.runtime.store.adapters import AdapterState, merge_metrics_in, transition_in
-from genesys.runtime.store.db import Base, Database, UtcDateTime, utcnow
+from genesys.runtime.store.adapters import REGISTRY_LOCK, AdapterState, merge_metrics_in, transition_in
+from genesys.runtime.store.db import Base, Database, UtcDateTime, lock_in, utcnow
 from genesys.runtime.store.feedback import Feedback, FeedbackRow
 from genesys.runtime.store.interactions import InteractionRow
 
@@ -239,6 +239,7 @@ class RolloutStore:
         not allowed; ``NotFound`` for an unknown candidate.
         """
         with self._lock, self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             active = _active(session)
             if active is not None:
                 raise InvalidRequest(
@@ -275,6 +276,7 @@ class RolloutStore:
         or the registry refuses the move; ``NotFound`` for an unknown rollout.
         """
         with self._lock, self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             row = _row(session, rollout_id)
             if row.state not in expected:
                 wanted = " or ".join(sorted(expected))
@@ -295,6 +297,7 @@ class RolloutStore:
     def record_evaluation(self, rollout_id: str, evaluation: dict[str, Any], *, at: datetime) -> None:
         """Keep the latest A/B decision on the rollout (not an event: it is taken at every tick)."""
         with self._lock, self.db.session() as session:
+            lock_in(session, REGISTRY_LOCK)
             row = _row(session, rollout_id)
             row.last_evaluation = evaluation
             row.updated_at = at
