@@ -169,7 +169,14 @@ def _alert_loop(services: Services) -> AlertLoop | None:
         retrain=retrain,
         after_rollback=services.controller.apply if services.controller is not None else None,
     )
-    return AlertLoop(evaluator.evaluate, interval_seconds=config.evaluate_seconds)
+
+    def evaluate() -> object:
+        # Replicas on one database: the society's leader evaluates and acts, the others stand by.
+        if services.cycles is not None and not services.cycles.leading:
+            return None
+        return evaluator.evaluate()
+
+    return AlertLoop(evaluate, interval_seconds=config.evaluate_seconds)
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:

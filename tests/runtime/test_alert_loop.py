@@ -130,3 +130,27 @@ def test_the_firing_gauge_follows_the_store(store: Store) -> None:
     assert 'genesys_alerts_firing{kind="anomaly"} 1.0' in rendered
     store.alerts.resolve(alert.id, now=T0)
     assert 'genesys_alerts_firing{kind="critical_failure"} 0.0' in metrics.render().decode()
+
+
+def test_only_the_societys_leader_evaluates_alerts(store: Store, settings: Any) -> None:
+    """Replicas on one database: a standby replica's loop neither opens alerts nor acts on them."""
+    from types import SimpleNamespace
+
+    from genesys.api.app import _alert_loop
+    from genesys.runtime.store.training_runs import TrainingRun
+
+    settings.alerts.enabled = True
+    settings.alerts.critical_failure.actions = ["report"]
+    store.training_runs.create(TrainingRun(id="run-1", output_dir="/tmp/run-1"))
+    store.training_runs.finish("run-1", "failed", error="RuntimeError: boom")
+    cycles = SimpleNamespace(leading=False)
+    services = SimpleNamespace(settings=settings, store=store, cycles=cycles, controller=None)
+    loop = _alert_loop(services)  # type: ignore[arg-type]
+    assert loop is not None
+
+    loop.evaluate()
+    assert store.alerts.recent() == []
+
+    cycles.leading = True
+    loop.evaluate()
+    assert [a.rule for a in store.alerts.recent(state="firing")] == ["training_failed"]
