@@ -215,7 +215,7 @@ def bench_train(
 
 
 # Command groups in their own modules; they register on ``genesys.cli.app`` when imported.
-from genesys import cli_knowledge, cli_learning, cli_monitor, cli_rollout  # noqa: E402,F401
+from genesys import cli_knowledge, cli_learning, cli_monitor, cli_rollout, cli_simulate  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover

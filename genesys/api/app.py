@@ -30,6 +30,7 @@ from genesys.api.routes import (
     learning,
     metrics,
     models,
+    operator,
     rollout,
 )
 from genesys.errors import InvalidRequest
@@ -225,6 +226,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         analysis,
         learning,
         dashboard,
+        operator,
     )
     for module in routers:
         app.include_router(module.router)

@@ -22,6 +22,7 @@ from genesys.runtime.store.interactions import (
     new_interaction_id,
 )
 from genesys.runtime.store.leases import Lease, LeaseStore
+from genesys.runtime.store.operator_chats import OperatorChatStore, OperatorConversation, OperatorMessage
 from genesys.runtime.store.rollouts import Rollout, RolloutEvent, RolloutState, RolloutStore
 from genesys.runtime.store.training_runs import RunState, TrainingProgress, TrainingRun, TrainingRunStore
 
@@ -58,6 +59,9 @@ __all__ = [
     "InteractionType",
     "Lease",
     "LeaseStore",
+    "OperatorChatStore",
+    "OperatorConversation",
+    "OperatorMessage",
     "Rollout",
     "RolloutEvent",
     "RolloutState",
@@ -93,6 +97,7 @@ class Store:
         self.cycles = CycleStore(self.db)
         self.leases = LeaseStore(self.db)
         self.alerts = AlertStore(self.db)
+        self.operator_chats = OperatorChatStore(self.db)
 
     @property
     def url(self) -> str:
