@@ -8,16 +8,19 @@ registry and router, statuses from a fixed set.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from genesys.runtime.store import Interaction, Store
+from genesys.runtime.store import Interaction, RolloutState, RunState, Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KPI_STATUSES = ("ok", "warning", "breached", "no_data")
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+ROLLOUT_STATES: tuple[RolloutState, ...] = get_args(RolloutState)
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -180,9 +183,61 @@ class _StoreCollector(Collector):
         for (source, verdict), count in sorted(self.store.feedback.counts().items()):
             feedback.add_metric([source, verdict], count)
         yield feedback
+        yield from self._learning()
         alerts = GaugeMetricFamily(
             "genesys_alerts_firing", "Alerts firing now, by kind (the seed's four).", labels=["kind"]
         )
         for kind, count in self.store.alerts.firing_counts().items():
             alerts.add_metric([kind], count)
         yield alerts
+
+    def _learning(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Satisfaction per model version and A/B arm, training runs, dataset sizes, the rollout."""
+        verdicts = self.store.feedback.verdicts_by_version()
+        judged = CounterMetricFamily(
+            "genesys_feedback_verdicts",
+            "Thumbs up and down by the model version and A/B arm of the answer they judge.",
+            labels=["model_version", "arm", "verdict"],
+        )
+        satisfaction = GaugeMetricFamily(
+            "genesys_satisfaction_ratio",
+            "Thumbs up / (up + down) by model version and A/B arm, over all stored feedback.",
+            labels=["model_version", "arm"],
+        )
+        for (version, arm, verdict), count in sorted(verdicts.items()):
+            judged.add_metric([version, arm, verdict], count)
+        for version, arm in sorted({(v, a) for v, a, _ in verdicts}):
+            up, down = verdicts.get((version, arm, "up"), 0), verdicts.get((version, arm, "down"), 0)
+            satisfaction.add_metric([version, arm], up / (up + down))
+        yield judged
+        yield satisfaction
+        runs = GaugeMetricFamily("genesys_training_runs", "Training runs by state.", labels=["state"])
+        by_state = self.store.training_runs.count_by_state()
+        for run_state in RUN_STATES:
+            runs.add_metric([run_state], by_state.get(run_state, 0))
+        yield runs
+        latest = self.store.datasets.latest()
+        rows = GaugeMetricFamily(
+            "genesys_dataset_rows",
+            "SFT rows of the latest dataset version, by split.",
+            labels=["split"],
+        )
+        splits = (latest.counts.get("splits") or {}) if latest is not None else {}
+        for split in ("train", "validation", "test"):
+            rows.add_metric([split], float((splits.get(split) or {}).get("sft", 0)))
+        yield rows
+        rollout = self.store.rollouts.latest()
+        state = GaugeMetricFamily(
+            "genesys_rollout_state",
+            "1 for the state of the latest rollout (none without one).",
+            labels=["state"],
+        )
+        for name in ("none", *ROLLOUT_STATES):
+            state.add_metric([name], 1.0 if (rollout.state if rollout else "none") == name else 0.0)
+        yield state
+        stage = GaugeMetricFamily(
+            "genesys_rollout_candidate_traffic_share",
+            "Share of users the latest rollout sends to its candidate (0 when it does not serve).",
+        )
+        stage.add_metric([], rollout.traffic if rollout is not None and rollout.serving else 0.0)
+        yield stage

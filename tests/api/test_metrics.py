@@ -23,6 +23,10 @@ def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
     return sum(v for got, v in samples.get(name, []) if all(got.get(k) == w for k, w in labels.items()))
 
 
+def labels_of_arm() -> dict[str, str]:
+    return {"model_version": "base", "arm": "production"}
+
+
 def test_metrics_follow_requests_feedback_and_the_store(live_server: LiveServer) -> None:
     before = scrape(live_server)
     assert value(before, "genesys_engine_ready") == 1
@@ -50,3 +54,9 @@ def test_metrics_follow_requests_feedback_and_the_store(live_server: LiveServer)
     assert value(after, "genesys_http_requests_total", path="other", code="404") == 1  # bounded labels
     assert value(after, "genesys_interactions_stored") == 1
     assert value(after, "genesys_feedback_total", source="explicit", verdict="up") == 1
+    # Satisfaction per model version and arm, and the learning side's state (nothing yet).
+    assert value(after, "genesys_feedback_verdicts_total", verdict="up", **labels_of_arm()) == 1
+    assert value(after, "genesys_satisfaction_ratio", **labels_of_arm()) == 1.0
+    assert value(after, "genesys_training_runs", state="running") == 0
+    assert value(after, "genesys_dataset_rows", split="train") == 0
+    assert value(after, "genesys_rollout_state", state="none") == 1

@@ -106,6 +106,23 @@ class FeedbackStore:
         with self.db.reader() as session:
             return {(source, thumbs or "none"): int(n) for source, thumbs, n in session.execute(query)}
 
+    def verdicts_by_version(self) -> dict[tuple[str, str, str], int]:
+        """Thumbs up and down by (model version, A/B arm, verdict) of the answers they judge; the arm
+        is "none" for answers given outside an A/B test."""
+        from genesys.runtime.store.interactions import InteractionRow
+
+        query = (
+            select(InteractionRow.model_version, InteractionRow.ab_arm, FeedbackRow.thumbs, func.count())
+            .join(InteractionRow, InteractionRow.id == FeedbackRow.interaction_id)
+            .where(FeedbackRow.thumbs.in_(("up", "down")))
+            .group_by(InteractionRow.model_version, InteractionRow.ab_arm, FeedbackRow.thumbs)
+        )
+        with self.db.reader() as session:
+            return {
+                (version, arm or "none", thumbs or "none"): int(n)
+                for version, arm, thumbs, n in session.execute(query)
+            }
+
     def for_interaction(self, interaction_id: str) -> list[Feedback]:
         with self.db.reader() as session:
             rows = session.scalars(

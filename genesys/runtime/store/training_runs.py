@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from genesys.errors import NotFound
@@ -154,6 +154,12 @@ class TrainingRunStore:
             query = query.where(TrainingRunRow.state == state)
         with self.db.reader() as session:
             return [TrainingRun.model_validate(r) for r in session.scalars(query).all()]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many runs are in each state."""
+        query = select(TrainingRunRow.state, func.count()).group_by(TrainingRunRow.state)
+        with self.db.reader() as session:
+            return {state: int(n) for state, n in session.execute(query)}
 
     def mark_running(self, run_id: str, *, pid: int | None = None, phase: str | None = None) -> bool:
         """queued -> running (or update pid/phase of a running run); False when the run already ended."""
