@@ -133,6 +133,14 @@ def test_replay_rows_lengthen_epochs_but_do_not_choose_them(settings: Any) -> No
     assert "22 replay rows" in "\n".join(replayed.reasons)
 
 
+def test_a_few_corrections_still_get_enough_steps_to_learn(settings: Any) -> None:
+    # Three facts asked three ways plus two rewrites each: 27 rows, 3 answers. The repeated answers
+    # alone would give 2 epochs (18 steps, which learned none of them); the run gets at least 60.
+    hp = choose_hyperparameters(27, 27 * 140, settings, n_distinct_answers=3, n_replay_rows=8)
+    assert hp.total_steps >= 60 and hp.epochs > 2
+    assert "at least 60 steps" in "\n".join(hp.reasons)
+
+
 def test_long_rows_get_smaller_micro_batches_with_more_accumulation(settings: Any) -> None:
     hp = choose_hyperparameters(5000, 5000 * 4000, settings)
 

@@ -19,6 +19,8 @@ So, by the number of training rows:
   accumulation), and at least ``MIN_STEPS_PER_EPOCH`` optimizer steps per epoch (small sets get a
   smaller effective batch); under ``SMALL_DATA_ROWS`` rows no accumulation at all — the same compute
   in more, smaller steps learned more;
+- at least ``MIN_TOTAL_STEPS`` optimizer steps: a handful of corrections asked a few ways make a few
+  steps per epoch, and with the epochs cut for repeated answers a run of 18 steps learned nothing;
 - warm-up: the configured steps, but never more than ``MAX_WARMUP_RATIO`` of all steps;
 - logging: at least ``MIN_REPORTS`` progress reports per run;
 - evaluation (with a validation set): at least every epoch and ``MIN_EVALUATIONS`` times per run, with
@@ -48,6 +50,7 @@ MIN_EVALUATIONS = 5
 PASSES_PER_ANSWER = 15
 SMALL_DATA_ROWS = 200
 MIN_EPOCHS = 2
+MIN_TOTAL_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,14 @@ def choose_hyperparameters(
         )
     micro_batches = math.ceil((n_train_rows + n_replay_rows) / (batch * n_devices))
     steps_per_epoch = max(1, math.ceil(micro_batches / accumulation))
+    if config.adapt_to_data and steps_per_epoch * epochs < MIN_TOTAL_STEPS:
+        needed = math.ceil(MIN_TOTAL_STEPS / steps_per_epoch)
+        reasons.append(
+            f"{needed} epochs instead of {epochs}: {steps_per_epoch * epochs} optimizer steps are too few "
+            f"to learn anything (a cycle on 3 corrected facts, 18 steps, learned none); at least "
+            f"{MIN_TOTAL_STEPS} steps"
+        )
+        epochs = needed
     total_steps = steps_per_epoch * epochs
     if config.max_steps is not None and config.max_steps < total_steps:
         total_steps = config.max_steps
