@@ -243,22 +243,6 @@ def test_the_shipped_config_points_every_role_at_genesys() -> None:
 
 @pytest.mark.slow
 @pytest.mark.continue_cli
-def test_cn_headless_answers_through_genesys_and_is_stored(tmp_path: Path) -> None:
-    cn = require_cn()
-    prompt = "In one sentence, what does Python's built-in enumerate() return?"
-    with started_server(tmp_path / "data") as server:
-        config = write_config(tmp_path / "continue.yaml", server.api_base)
-        run = run_cn(cn, tmp_path, server, prompt, config)
-        assert_answered_and_stored(run, prompt)
-
-        turns = interactions_for(server, prompt)
-        first = turns[0]
-        assert "tools" in first.context, "Continue's agent mode is expected to send its tools"
-        assert first.context.get("system_prompt"), "Continue's system prompt should be kept as context"
-
-
-@pytest.mark.slow
-@pytest.mark.continue_cli
 def test_cn_sends_the_key_from_a_secret_and_a_wrong_key_is_refused(tmp_path: Path) -> None:
     """The shipped config's advice: ``apiKey: ${{ secrets.GENESYS_API_KEY }}`` plus the variable."""
     cn = require_cn()

@@ -96,7 +96,10 @@ def test_the_shipped_config_chats_through_cn_and_its_data_destination_reaches_ge
             + run.describe()
         )
 
-        chat = interactions_for(server, prompt)[-1]
+        turns = interactions_for(server, prompt)
+        assert "tools" in turns[0].context, "Continue's agent mode is expected to send its tools"
+        assert turns[0].context.get("system_prompt"), "Continue's system prompt should be kept as context"
+        chat = turns[-1]
         session = new_session_id()
         fields = {
             "sessionId": session,
