@@ -149,8 +149,18 @@ def bench_ingest(
     rounds: Annotated[int, typer.Option(min=1, help="Measured rounds, each on fresh interactions.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic interactions.")] = 0,
     dtype: Annotated[
-        str, typer.Option(help="MiniLM precision for both sides: float32, bfloat16 or auto.")
+        str, typer.Option(help="MiniLM's torch precision for both sides: float32, bfloat16 or auto.")
     ] = "float32",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="What runs MiniLM on both sides: auto, torch, onnx or onnx-int8 (ONNX Runtime). Default: "
+            "onnx-int8 (the fastest that keeps float32's categories); auto when --dtype is not float32."
+        ),
+    ] = None,
+    check_categories: Annotated[
+        bool, typer.Option(help="Compare the stored categories with torch float32's (after the rounds).")
+    ] = True,
     json_out: Annotated[Path | None, typer.Option(help="Also write the result (JSON) to this file.")] = None,
 ) -> None:
     """Interactions tagged and scored per second (analyze, end to end) against the bare embedding call.
@@ -159,16 +169,25 @@ def bench_ingest(
     """
     from typing import cast
 
+    from genesys.bench.ingest import DEFAULT_BACKEND, run_ingest_bench
     from genesys.bench.ingest import format_table as format_ingest_table
-    from genesys.bench.ingest import run_ingest_bench
-    from genesys.runtime.embeddings import EmbedderDtype
+    from genesys.runtime.embeddings import EMBEDDER_BACKENDS, EmbedderBackend, EmbedderDtype
     from genesys.runtime.logging import configure_logging
 
     if dtype not in ("float32", "bfloat16", "auto"):
         fail(f"--dtype must be float32, bfloat16 or auto, got {dtype!r}")
+    if backend is None:
+        backend = DEFAULT_BACKEND if dtype == "float32" else "auto"
+    if backend not in EMBEDDER_BACKENDS:
+        fail(f"--backend must be one of {', '.join(EMBEDDER_BACKENDS)}, got {backend!r}")
     configure_logging("INFO")
     result = run_ingest_bench(
-        interactions=interactions, rounds=rounds, seed=seed, dtype=cast(EmbedderDtype, dtype)
+        interactions=interactions,
+        rounds=rounds,
+        seed=seed,
+        dtype=cast(EmbedderDtype, dtype),
+        backend=cast(EmbedderBackend, backend),
+        check_categories=check_categories,
     )
     _emit_bench(result.model_dump_json(indent=2), format_ingest_table(result), json_out)
 

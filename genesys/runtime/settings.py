@@ -533,6 +533,14 @@ class ModelConfig(_Section):
 class StorageConfig(_Section):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the data dir.")
     chroma_url: str | None = Field(None, description="A Chroma server; default: embedded in the data dir.")
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="What runs MiniLM (tagging, dedupe, docs): onnx (ONNX Runtime float32, exported once "
+        "into <data_dir>/cache/models: torch's vectors within cosine 0.99999), onnx-int8 (8-bit weights: "
+        "the fastest that keeps float32's categories, the tagging embedding near ties again in float32; "
+        "vectors within cosine 0.998; genesys bench ingest's default) or torch; auto = onnx where "
+        "onnxruntime loads.",
+    )
 
 
 Role = Literal["user", "operator", "admin"]

@@ -48,7 +48,13 @@ class VectorStore:
 
     @classmethod
     def from_settings(cls, settings: Any, embedder: Embedder | None = None) -> VectorStore:
-        return cls(path=settings.data_dir / "chroma", url=settings.storage.chroma_url, embedder=embedder)
+        """Chroma of ``settings``; the embedder defaults to the shared one for ``settings`` (its
+        ``storage.embedding_backend``, and the ONNX export in its data dir's model cache)."""
+        return cls(
+            path=settings.data_dir / "chroma",
+            url=settings.storage.chroma_url,
+            embedder=embedder or shared_embedder(settings),
+        )
 
     def collection(self, name: str) -> Any:
         """The named collection (created on first use), embedding with MiniLM, cosine distance."""

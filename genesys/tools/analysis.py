@@ -30,6 +30,7 @@ from genesys.tools.quality import QualityAssessment, QualityBounds, assess_quali
 from genesys.tools.tagging import (
     CategoryIndex,
     embedding_text,
+    settle_near_ties,
     stored_embeddings,
     tag_interactions,
     write_vectors,
@@ -60,6 +61,7 @@ class AnalysisSummary(BaseModel):
     confirmed: int = Field(description="Interactions a user approved (<topic>_confirmed).")
     top_topics: dict[str, int] = Field(description="The most frequent topics of the batch.")
     mean_score: float
+    settled: int = Field(0, description="Near ties embedded again in float32 (inexact embedding backends).")
     analyzer_version: str = ANALYZER_VERSION
     seconds: float
     first_created_at: datetime | None = None
@@ -77,20 +79,31 @@ def _select(store: Store, *, ids: list[str] | None, since: datetime | None, limi
 class _Embeddings:
     matrix: np.ndarray
     stored: frozenset[int]  # rows whose vector Chroma already holds for the same text
+    settled: int  # near ties embedded again in float32
 
 
-def _embeddings(vectors: VectorStore, interactions: list[Interaction], texts: list[str]) -> _Embeddings:
-    """One embedding call for the rows Chroma does not already hold with the same text."""
+def _embeddings(
+    vectors: VectorStore, interactions: list[Interaction], texts: list[str], index: CategoryIndex
+) -> _Embeddings:
+    """One embedding call for the rows Chroma does not already hold with the same text, and with an
+    inexact embedder one float32 call for the near ties among them (``settle_near_ties``).
+
+    Not pipelined: embedding the next part of the batch on a background thread while this part was
+    tagged and upserted into Chroma measured no faster on 2 cores (ONNX Runtime keeps both busy, and
+    Chroma's upsert holds the GIL) and took up to 10% more CPU."""
     import numpy as np
 
     known = stored_embeddings(vectors, [i.id for i in interactions], texts)
     missing = [row for row in range(len(texts)) if row not in known]
     matrix = np.empty((len(texts), DIMENSION), dtype=np.float32)
+    settled: list[int] = []
     if missing:
         matrix[missing] = vectors.embedder.embed([texts[row] for row in missing])
+        types = [i.interaction_type for i in interactions]
+        settled = settle_near_ties(index, vectors.embedder, matrix, texts, types, missing)
     for row, vector in known.items():
         matrix[row] = vector
-    return _Embeddings(matrix, frozenset(known))
+    return _Embeddings(matrix, frozenset(known), len(settled))
 
 
 def analyze_interactions(
@@ -122,7 +135,7 @@ def analyze_interactions(
     feedback = store.feedback.for_interactions([i.id for i in interactions])
     qualities = [assess_quality(i, feedback[i.id], bounds) for i in interactions]
     texts = [embedding_text(i) for i in interactions]
-    embeddings = _embeddings(vectors, interactions, texts)
+    embeddings = _embeddings(vectors, interactions, texts, index)
     tagged = tag_interactions(interactions, qualities, embeddings.matrix, texts, index)
     write_vectors(vectors, interactions, tagged, qualities, embeddings.matrix, unchanged=embeddings.stored)
     annotations = [
@@ -140,11 +153,13 @@ def analyze_interactions(
     ]
     store.annotations.put_many(annotations)
     summary = _summary(interactions, annotations, qualities, time.perf_counter() - started)
+    summary.settled = embeddings.settled
     log.info(
         "analysis.done",
         analyzed=summary.analyzed,
         by_tier=summary.by_tier,
         corrected=summary.corrected,
+        settled=summary.settled,
         seconds=round(summary.seconds, 3),
     )
     return summary

@@ -40,7 +40,10 @@ def test_bench_ingest_measures_both_sides(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert isinstance(result, IngestBenchResult)
     assert (result.interactions, result.rounds, result.seed) == (24, 2, 3)
-    assert (result.dtype, result.bf16, result.batch_size) == ("float32", False, 64)
+    # The default backend: ONNX Runtime int8 (onnxruntime is installed with chromadb), near ties settled.
+    assert (result.backend, result.backend_used) == ("onnx-int8", "onnx-int8")
+    assert (result.dtype, result.bf16) == ("float32", False)
+    assert result.batch_size == 32 and result.onnx_threads is not None and result.onnx_threads >= 1
     # Rounds alternate their order, so drift in machine load hits both sides alike.
     assert [r.order for r in result.runs] == [["embed", "analyze"], ["analyze", "embed"]]
     for run in result.runs:
@@ -58,8 +61,44 @@ def test_bench_ingest_measures_both_sides(tmp_path: Path, monkeypatch: pytest.Mo
     store = Store(f"sqlite:///{tmp_path / 'data' / 'genesys.db'}")
     assert len(store.annotations.list(limit=10_000)) == store.interactions.count() == 64 + 2 * 24
     store.close()
+    # The categories the analysis stored are torch float32's, checked on every measured interaction.
+    assert result.categories is not None
+    assert (result.categories.compared, result.categories.agreeing) == (48, 48)
+    assert result.categories.agreement == 1.0 and result.categories.moved == {}
+    assert all(run.settled >= 0 for run in result.runs)
+    assert result.last_summary.settled == result.runs[-1].settled
     table = format_table(result)
     assert "bare embedding" in table and "analyze/embed" in table
+    assert "MiniLM on ONNX Runtime int8" in table and "categories = torch float32's: 48/48" in table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "dtype", "engine"),
+    [("torch", "float32", "torch float32"), ("onnx", "float32", "ONNX Runtime float32")],
+)
+def test_bench_ingest_runs_each_backend_on_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, dtype: str, engine: str
+) -> None:
+    for var in list(os.environ):
+        if var.startswith("GENESYS_"):
+            monkeypatch.delenv(var)
+
+    result = run_ingest_bench(
+        interactions=8,
+        rounds=1,
+        backend=backend,  # type: ignore[arg-type]
+        dtype=dtype,  # type: ignore[arg-type]
+        data_dir=tmp_path / "data",
+        check_categories=False,
+    )
+
+    assert (result.backend, result.backend_used) == (backend, backend)
+    assert result.batch_size == (64 if backend == "torch" else 32)
+    assert (result.onnx_threads is None) == (backend == "torch")
+    assert result.last_summary.analyzed == 8 and f"MiniLM on {engine}" in format_table(result)
+    # Float32 backends are exact: nothing to settle, and no comparison was asked for.
+    assert result.runs[0].settled == 0 and result.categories is None
 
 
 @pytest.mark.slow
@@ -78,6 +117,7 @@ def test_bench_ingest_command_prints_json_and_a_table(tmp_path: Path) -> None:
             "1",
             "--dtype",
             "bfloat16",
+            "--no-check-categories",
             "--json-out",
             str(out),
         ],
@@ -87,7 +127,14 @@ def test_bench_ingest_command_prints_json_and_a_table(tmp_path: Path) -> None:
     payload = json.loads(out.read_text())
     assert payload["interactions"] == 8 and len(payload["runs"]) == 1
     assert payload["dtype"] == "bfloat16" and payload["bf16"] is True
+    # bfloat16 is a torch precision: auto picks torch for it.
+    assert (payload["backend"], payload["backend_used"]) == ("auto", "torch")
+    assert payload["categories"] is None
     assert json.loads(result.stdout) == payload
     assert "tagged + scored (analyze)" in result.stderr
     bad = CliRunner().invoke(app, ["bench", "ingest", "--dtype", "float8"])
     assert bad.exit_code == 2 and "--dtype must be" in bad.stderr
+    bad = CliRunner().invoke(app, ["bench", "ingest", "--backend", "tensorrt"])
+    assert bad.exit_code == 2 and "--backend must be one of auto, torch, onnx, onnx-int8" in bad.stderr
+    bad = CliRunner().invoke(app, ["bench", "ingest", "--backend", "onnx", "--dtype", "bfloat16"])
+    assert bad.exit_code == 2 and "runs float32 on CPU" in bad.stderr
