@@ -54,18 +54,18 @@ def dataset_report(ctx: CycleContext, version: str, *, curated: bool) -> Dataset
     from genesys.tools.dataset_selection import SPLITS
     from genesys.tools.dataset_writer import split_dir
     from genesys.tools.training.data import SFT_FILE
-    from genesys.tools.training_cycle import held_out_path
+    from genesys.tools.training_cycle import held_out_paths
 
     splits = {split: _rows(split_dir(ctx.settings.data_dir, split, version) / SFT_FILE) for split in SPLITS}
-    held_out = held_out_path(ctx.settings, version)
-    held_out_rows = splits["test"] if splits["test"] else splits["validation"]
+    held_out = held_out_paths(ctx.settings, version)
+    held_out_rows = sum(_rows(path) for path in held_out)
     needed = min_train_rows(ctx)
     if splits["train"] < needed:
         usable, reason = (
             False,
             f"dataset {version} has {splits['train']} training rows; at least {needed} are needed",
         )
-    elif held_out is None:
+    elif not held_out:
         usable, reason = False, f"dataset {version} has no test or validation rows to validate a candidate on"
     else:
         what = "curated" if curated else "reused (nothing changed since it was curated)"
@@ -80,8 +80,8 @@ def dataset_report(ctx: CycleContext, version: str, *, curated: bool) -> Dataset
         version=version,
         curated=curated,
         train_rows=splits["train"],
-        held_out_rows=held_out_rows if held_out is not None else 0,
-        held_out_path=str(held_out) if held_out is not None else None,
+        held_out_rows=held_out_rows,
+        held_out_paths=[str(path) for path in held_out],
         min_train_rows=needed,
         splits=splits,
     )

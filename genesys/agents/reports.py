@@ -64,8 +64,10 @@ class DatasetReport(StepReport):
     version: str | None = None
     curated: bool = Field(False, description="Curated in this cycle (False: the latest version was reused).")
     train_rows: int = 0
-    held_out_rows: int = Field(0, description="Rows of the test (else validation) split the Validator uses.")
-    held_out_path: str | None = None
+    held_out_rows: int = Field(0, description="Held-out rows the Validator uses (see held_out_paths).")
+    held_out_paths: list[str] = Field(
+        default_factory=list, description="Their files: the test split, with a small validation split."
+    )
     min_train_rows: int = 0
     splits: dict[str, int] = Field(default_factory=dict, description="SFT rows per split.")
 

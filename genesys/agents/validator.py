@@ -109,8 +109,8 @@ def _stored_verdict(adapter: AdapterVersion) -> ValidationSummary | None:
 
 def validate(ctx: CycleContext, candidate: str) -> ValidationSummary:
     """Validate ``candidate`` (a registered adapter in state ``candidate``) and record the verdict."""
-    from genesys.tools.training_cycle import held_out_path
-    from genesys.tools.validation import held_out_from_chat_jsonl, record_validation
+    from genesys.tools.training_cycle import held_out_items, held_out_paths
+    from genesys.tools.validation import record_validation
 
     registry = ctx.store.adapters
     adapter = registry.get(candidate)  # NotFound
@@ -123,8 +123,8 @@ def validate(ctx: CycleContext, candidate: str) -> ValidationSummary:
         )
     production = registry.production()
     baseline = production.version if production is not None else BASE
-    path = held_out_path(ctx.settings, adapter.dataset_version) if adapter.dataset_version else None
-    if path is None:
+    paths = held_out_paths(ctx.settings, adapter.dataset_version) if adapter.dataset_version else []
+    if not paths:
         reason = f"{candidate} has no held-out rows to be validated on (dataset {adapter.dataset_version})"
         return ValidationSummary(
             passed=False, reason=reason, candidate=candidate, baseline=baseline, error=reason
@@ -139,7 +139,7 @@ def validate(ctx: CycleContext, candidate: str) -> ValidationSummary:
             ctx.settings,
             candidate=adapter,
             baseline=production,
-            held_out=held_out_from_chat_jsonl(path),
+            held_out=held_out_items(paths),
             humaneval=ctx.humaneval,
             progress=progress,
         )

@@ -8,8 +8,9 @@ register, validate.
    own answers to general prompts (``genesys.tools.training.replay``) so that the adapter does not
    forget how to code; progress goes to ``progress``.
 4. Register the adapter as a ``candidate`` (peft files + GGUF LoRA + lineage).
-5. Validate it against production on the version's held-out rows (its test set, else its validation
-   set) and move it to ``validated`` or ``rejected`` with the report.
+5. Validate it against production on the version's held-out rows (``held_out_paths``: its test set,
+   with its validation set when that is too small to have stopped training early) and move it to
+   ``validated`` or ``rejected`` with the report.
 
 A failed step ends the cycle with ``outcome`` saying which and why; nothing that serves is touched —
 a validated candidate still waits for the Deploy agent (or ``genesys rollout``) to be put in front
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from genesys.tools.training.config import TrainingConfig
     from genesys.tools.training.replay import ReplaySet
     from genesys.tools.training.runs import RunManager
+    from genesys.tools.validation import HeldOutItem
 
 log = structlog.get_logger(__name__)
 
@@ -123,13 +125,32 @@ def train_rows(settings: Settings, version: str) -> int:
     return _rows(split_dir(settings.data_dir, "train", version) / SFT_FILE)
 
 
-def held_out_path(settings: Settings, version: str) -> Path | None:
-    """The version's test set, else its validation set; None when both are empty."""
-    for split in ("test", "validation"):
-        path = split_dir(settings.data_dir, split, version) / SFT_FILE
-        if _rows(path):
-            return path
-    return None
+def held_out_paths(settings: Settings, version: str) -> list[Path]:
+    """The version's held-out sets, to validate a candidate on: its test set, and its validation set
+    when that is under ``MIN_STOPPING_ROWS`` rows (training did not stop on it, so it chose nothing: a
+    3-fact cycle has one test row, and one row is a coin toss for a gate); the validation set alone
+    when the test set is empty. Empty when the version holds no held-out row."""
+    from genesys.tools.training.hyperparameters import MIN_STOPPING_ROWS
+
+    test = split_dir(settings.data_dir, "test", version) / SFT_FILE
+    validation = split_dir(settings.data_dir, "validation", version) / SFT_FILE
+    n_validation = _rows(validation)
+    paths = [test] if _rows(test) else []
+    if n_validation and (not paths or n_validation < MIN_STOPPING_ROWS):
+        paths.append(validation)
+    return paths
+
+
+def held_out_items(paths: list[Path]) -> list[HeldOutItem]:
+    """The held-out items of ``paths`` (see ``held_out_paths``), in order, with ids that name their
+    split's directory (``test_set/sft:1``): each split's file is ``sft.jsonl``."""
+    from genesys.tools.validation import held_out_from_chat_jsonl
+
+    return [
+        item.model_copy(update={"id": f"{path.parent.parent.name}/{item.id}"})
+        for path in paths
+        for item in held_out_from_chat_jsonl(path)
+    ]
 
 
 def run_training_cycle(
@@ -155,7 +176,7 @@ def run_training_cycle(
     from genesys.runtime.vectors import VectorStore
     from genesys.tools.training.adapter_files import register_run_adapter
     from genesys.tools.training.dataset_run import train_dataset
-    from genesys.tools.validation import held_out_from_chat_jsonl, record_validation, validate_candidate
+    from genesys.tools.validation import record_validation, validate_candidate
 
     def tell(event: str, /, **details: Any) -> None:
         log.info(f"cycle.{event}", **details)
@@ -187,8 +208,8 @@ def run_training_cycle(
             f"dataset {dataset.version} has {n_train} training rows; at least {MIN_TRAIN_ROWS} are needed"
         )
         return result
-    held_out = held_out_path(settings, dataset.version)
-    if held_out is None:
+    held_out = held_out_paths(settings, dataset.version)
+    if not held_out:
         result.reason = f"dataset {dataset.version} has no test or validation rows to validate a candidate on"
         return result
 
@@ -230,7 +251,7 @@ def run_training_cycle(
             settings,
             candidate=candidate.version,
             baseline=production.version if production else None,
-            held_out=held_out_from_chat_jsonl(held_out),
+            held_out=held_out_items(held_out),
             system_prompt=system_prompt,
             humaneval=humaneval,
             progress=lambda what, done, total: tell("validating", what=what, done=done, total=total),

@@ -82,6 +82,18 @@ def test_fifteen_rows_get_a_high_rate_many_epochs_and_small_steps(settings: Any)
     assert "early stopping after 2 evaluations" in reasons
 
 
+def test_a_validation_set_too_small_to_stop_on_does_not_stop_training(settings: Any) -> None:
+    # A 3-fact cycle: one validation row. Its loss is still reported, but it must not end the run.
+    few = choose_hyperparameters(15, 15 * 60, settings, has_validation=True, n_validation_rows=1)
+    assert few.evaluation_strategy == "steps"
+    assert few.early_stopping_patience == 0
+    assert few.save_strategy == "epoch"  # as configured: no best checkpoint to keep
+    assert any("1 validation rows are too few to stop on" in r for r in few.reasons)
+
+    enough = choose_hyperparameters(15, 15 * 60, settings, has_validation=True, n_validation_rows=8)
+    assert enough.early_stopping_patience == 2
+
+
 def test_five_thousand_rows_keep_the_seed_values(settings: Any) -> None:
     hp = choose_hyperparameters(5000, 5000 * 200, settings, has_validation=True)
 

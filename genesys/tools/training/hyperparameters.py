@@ -24,7 +24,11 @@ So, by the number of training rows:
 - warm-up: the configured steps, but never more than ``MAX_WARMUP_RATIO`` of all steps;
 - logging: at least ``MIN_REPORTS`` progress reports per run;
 - evaluation (with a validation set): at least every epoch and ``MIN_EVALUATIONS`` times per run, with
-  early stopping on validation loss after ``early_stopping_patience`` evaluations without a gain.
+  early stopping on validation loss after ``early_stopping_patience`` evaluations without a gain — but
+  only from ``MIN_STOPPING_ROWS`` validation rows: a cycle on 3 corrected facts has one validation row,
+  whose loss stopped a run at 36 of 63 steps before it had learned the facts. Below that the loss is
+  still reported, the run trains all its steps, and the Validator counts those rows as held out (they
+  chose nothing).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ PASSES_PER_ANSWER = 15
 SMALL_DATA_ROWS = 200
 MIN_EPOCHS = 2
 MIN_TOTAL_STEPS = 60
+MIN_STOPPING_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -95,15 +100,18 @@ def choose_hyperparameters(
     settings: Settings | TrainingConfig,
     *,
     has_validation: bool = False,
+    n_validation_rows: int | None = None,
     n_devices: int = 1,
     n_distinct_answers: int | None = None,
     n_replay_rows: int = 0,
 ) -> ChosenHyperparameters:
     """Fit the configured hyperparameters to a training set of ``n_train_rows`` rows holding
     ``n_train_tokens`` tokens in all, ``n_distinct_answers`` different answers among them (None: all
-    different). ``settings`` is the Settings or an already built TrainingConfig. ``n_replay_rows`` replay
-    rows are trained beside them every epoch: they lengthen the epochs (``n_train_tokens`` counts them)
-    but do not choose the learning rate or the number of epochs, which fit what is to be learned.
+    different). ``n_validation_rows``: the validation set's size when known (under
+    ``MIN_STOPPING_ROWS``, no early stopping). ``settings`` is the Settings or an already built
+    TrainingConfig. ``n_replay_rows`` replay rows are trained beside them every epoch: they lengthen
+    the epochs (``n_train_tokens`` counts them) but do not choose the learning rate or the number of
+    epochs, which fit what is to be learned.
 
     Raises ``InvalidRequest`` for an empty training set or a device count below 1.
     """
@@ -147,7 +155,7 @@ def choose_hyperparameters(
     warmup = _warmup(total_steps, config, reasons)
     logging_steps = _logging(total_steps, config, reasons)
     strategy, eval_steps, patience = _evaluation(
-        has_validation, steps_per_epoch, total_steps, config, reasons
+        has_validation, n_validation_rows, steps_per_epoch, total_steps, config, reasons
     )
     save_strategy, save_steps = _saving(strategy, eval_steps, patience, config, reasons)
     preference_lr = lr * config.preference_lr_factor
@@ -273,7 +281,12 @@ def _logging(total_steps: int, config: TrainingConfig, reasons: list[str]) -> in
 
 
 def _evaluation(
-    has_validation: bool, steps_per_epoch: int, total_steps: int, config: TrainingConfig, reasons: list[str]
+    has_validation: bool,
+    n_validation_rows: int | None,
+    steps_per_epoch: int,
+    total_steps: int,
+    config: TrainingConfig,
+    reasons: list[str],
 ) -> tuple[Strategy, int, int]:
     """(strategy, eval_steps, early-stopping patience)."""
     if not has_validation:
@@ -292,6 +305,12 @@ def _evaluation(
                 f"epoch and {MIN_EVALUATIONS} times in {total_steps} steps"
             )
     patience = config.early_stopping_patience
+    if patience and n_validation_rows is not None and n_validation_rows < MIN_STOPPING_ROWS:
+        reasons.append(
+            f"no early stopping: {n_validation_rows} validation rows are too few to stop on (under "
+            f"{MIN_STOPPING_ROWS}, one row's loss decides); their loss is reported and they stay held out"
+        )
+        return strategy, eval_steps, 0
     if patience:
         reasons.append(
             f"early stopping after {patience} evaluations without a lower validation loss; the best adapter "

@@ -166,6 +166,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
         sum(len(r.input_ids) for r in train_rows + replay_rows),
         config,
         has_validation=bool(eval_rows),
+        n_validation_rows=len(eval_rows),
         n_devices=n_devices,
         n_distinct_answers=distinct_answers(spec.train_path),
         n_replay_rows=len(replay_rows),
