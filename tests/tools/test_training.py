@@ -190,6 +190,20 @@ def test_training_changes_the_adapter_and_not_the_base(tiny: tuple[Any, Any], tm
         assert after[name].detach().equal(before[name]), f"base weight {name} changed"
 
 
+def test_the_trainer_batches_rows_of_similar_length(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    from genesys.tools.training.sampling import LengthBucketSampler
+
+    trainer, tokenized = _trainer(tiny, tmp_path, rows=16)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthBucketSampler)
+    assert sampler.lengths == [len(r.input_ids) for r in tokenized]
+    assert sampler.batch_size == trainer._train_batch_size
+    # The dataloader follows it: the rows of each batch are those the sampler grouped.
+    epoch = sampler.batches(sampler.epoch)
+    loaded = [sorted(batch["attention_mask"].sum(dim=1).tolist()) for batch in trainer.get_train_dataloader()]
+    assert loaded == [sorted(sampler.lengths[i] for i in batch) for batch in epoch]
+
+
 def test_the_trainer_keeps_our_loss_mask(tiny: tuple[Any, Any], tmp_path: Path) -> None:
     trainer, tokenized = _trainer(tiny, tmp_path, rows=4)
 
