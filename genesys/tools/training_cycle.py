@@ -301,7 +301,7 @@ def _replay(
         adapter=production.version if production else None,
         max_tokens=pipeline.replay_max_tokens,
     )
-    tell("replayed", rows=replay.rows, cached=replay.cached, seconds=replay.seconds)
+    tell("replayed", rows=replay.rows, skipped=replay.skipped, cached=replay.cached, seconds=replay.seconds)
     return replay
 
 

@@ -46,20 +46,48 @@ def test_chat_is_asked_under_the_system_prompt_and_code_as_the_guard_asks() -> N
 
 
 def test_answers_are_generated_once_and_cached(llama_engine: Any, tmp_path: Path) -> None:
-    first = build_replay_set(
-        llama_engine, tmp_path, count=2, system_prompt="You help with code.", max_tokens=12
-    )
+    # Short answers, so that neither is cut off at the limit (those are skipped, see below).
+    prompts = [
+        ReplayPrompt(kind="chat", text="What is 2 + 2? Answer with the number only."),
+        ReplayPrompt(kind="code", text='def double(x: int) -> int:\n    """Return twice x."""\n'),
+    ]
 
-    assert (first.rows, first.cached, first.version) == (2, False, "base")
+    def build(system_prompt: str) -> Any:
+        return build_replay_set(
+            llama_engine, tmp_path, count=2, system_prompt=system_prompt, max_tokens=120, prompts=prompts
+        )
+
+    first = build("You help with code.")
+    assert (first.rows, first.skipped, first.cached, first.version) == (2, 0, False, "base")
     rows = [json.loads(line)["messages"] for line in first.path.read_text().splitlines()]
     assert [m["role"] for m in rows[0]] == ["system", "user", "assistant"]
     assert [m["role"] for m in rows[1]] == ["user", "assistant"]
     assert all(row[-1]["content"].strip() for row in rows)
 
-    again = build_replay_set(
-        llama_engine, tmp_path, count=2, system_prompt="You help with code.", max_tokens=12
-    )
+    again = build("You help with code.")
     assert again.cached and again.path == first.path and again.seconds == 0.0
     # Anything the answers depend on makes a new set.
-    other = build_replay_set(llama_engine, tmp_path, count=2, system_prompt="Other prompt.", max_tokens=12)
+    other = build("Other prompt.")
     assert not other.cached and other.path != first.path
+
+
+def test_answers_cut_off_at_the_limit_are_not_replayed_and_others_take_their_place(
+    llama_engine: Any, tmp_path: Path
+) -> None:
+    # Trained as a whole answer, a cut-off one would teach the model to stop mid-sentence.
+    long_ = ReplayPrompt(kind="chat", text="Explain in detail how Python's garbage collector works.")
+    short = [
+        ReplayPrompt(kind="chat", text="What is 2 + 2? Answer with the number only."),
+        ReplayPrompt(kind="chat", text="Reply with one word: what color is the sky?"),
+    ]
+    replay = build_replay_set(
+        llama_engine, tmp_path, count=2, system_prompt=None, max_tokens=24, prompts=[long_, *short]
+    )
+
+    assert (replay.rows, replay.skipped) == (2, 1)
+    asked = [json.loads(line)["messages"][0]["content"] for line in replay.path.read_text().splitlines()]
+    assert asked == [p.text for p in short]
+    none_complete = build_replay_set(
+        llama_engine, tmp_path, count=2, system_prompt=None, max_tokens=24, prompts=[long_]
+    )
+    assert (none_complete.rows, none_complete.skipped) == (0, 1)

@@ -12,6 +12,11 @@ The answers are generated once per (serving version, prompts, system prompt, len
 ``<data_dir>/processed/replay/``, so later cycles pay nothing. Chat prompts are asked under the
 assistant's system prompt, as users ask them; function stubs as the guard asks code (one user turn, no
 system prompt), so both ways the model is used keep their behaviour.
+
+An answer cut off at ``max_tokens`` is not replayed: trained as a whole answer it would teach the
+model to stop mid-sentence or mid-function (the end-of-turn token follows it). SmolLM2-135M ran 9 of
+its 11 first chat answers into the 160-token limit (many of them loops); the next prompts of the pool
+take their places, so a replay set holds ``count`` complete answers while the pool lasts.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class ReplaySet(BaseModel):
     cached: bool
     seconds: float
     key: str = Field(description="Hash of what the answers depend on; the cache file's name.")
+    skipped: int = Field(0, description="Prompts whose answer was cut off (or empty), not replayed.")
 
 
 def replay_prompts() -> list[ReplayPrompt]:
@@ -89,11 +95,14 @@ def build_replay_set(
     system_prompt: str | None,
     adapter: str | None = None,
     max_tokens: int = 160,
+    prompts: list[ReplayPrompt] | None = None,
 ) -> ReplaySet:
-    """The first ``count`` replay prompts answered greedily by ``engine`` (with ``adapter``, the serving
-    version, or the base model), as training rows; cached in ``cache_dir``."""
-    prompts = replay_prompts()[:count]
-    key = _key(engine, prompts, system_prompt, adapter, max_tokens)
+    """``count`` replay prompts answered greedily by ``engine`` (with ``adapter``, the serving version,
+    or the base model) within ``max_tokens``, as training rows: the pool's prompts in order (``prompts``,
+    default ``replay_prompts()``), skipping those whose answer is cut off or empty. Cached in
+    ``cache_dir``."""
+    prompts = replay_prompts() if prompts is None else prompts
+    key = _key(engine, prompts, system_prompt, adapter, max_tokens, count)
     path = cache_dir / f"{key}-{REPLAY_FILE}"
     version = adapter or "base"
     if path.is_file():
@@ -101,12 +110,16 @@ def build_replay_set(
         return ReplaySet(path=path, rows=rows, version=version, cached=True, seconds=0.0, key=key)
     started = time.perf_counter()
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=0)
-    lines = []
+    lines: list[str] = []
+    skipped = 0
     for prompt in prompts:
+        if len(lines) == count:
+            break
         messages = request_messages(prompt, system_prompt)
-        chunks = engine.stream_chat(messages, params, adapter=adapter)
+        chunks = list(engine.stream_chat(messages, params, adapter=adapter))
         answer = "".join(chunk.text for chunk in chunks).strip()
-        if not answer:
+        if not answer or (chunks and chunks[-1].finish_reason == "length"):
+            skipped += 1
             continue
         row = [{"role": m.role, "content": m.content} for m in messages]
         row.append({"role": "assistant", "content": answer})
@@ -116,7 +129,9 @@ def build_replay_set(
     partial.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     partial.replace(path)
     seconds = round(time.perf_counter() - started, 2)
-    return ReplaySet(path=path, rows=len(lines), version=version, cached=False, seconds=seconds, key=key)
+    return ReplaySet(
+        path=path, rows=len(lines), version=version, cached=False, seconds=seconds, key=key, skipped=skipped
+    )
 
 
 def _key(
@@ -125,6 +140,7 @@ def _key(
     system_prompt: str | None,
     adapter: str | None,
     max_tokens: int,
+    count: int,
 ) -> str:
     info = engine.info()
     payload = json.dumps(
@@ -135,6 +151,8 @@ def _key(
             "prompts": [p.model_dump() for p in prompts],
             "system_prompt": system_prompt,
             "max_tokens": max_tokens,
+            "count": count,
+            "complete_answers_only": True,
         },
         sort_keys=True,
     )
