@@ -130,7 +130,7 @@ def _run(
     from genesys.runtime.engines import make_engine
     from genesys.runtime.prompts import ASSISTANT_PROMPT, PromptLibrary
     from genesys.runtime.store import Store
-    from genesys.tools.scenario_eval import engine_asker, evaluate_scenario
+    from genesys.tools.scenario_eval import holdout_of_version
     from genesys.tools.training.config import TrainingConfig
     from genesys.tools.training.runs import RunManager
     from genesys.tools.training_cycle import run_training_cycle
@@ -144,12 +144,7 @@ def _run(
     try:
         step = time.perf_counter()
         _say(f"before: base model on {sum(len(i.holdout) for i in scenario.items)} holdout questions")
-        before = evaluate_scenario(
-            scenario,
-            "holdout",
-            engine_asker(engine, adapter=None, system_prompt=system_prompt),
-            model=BASE_VERSION,
-        )
+        before = holdout_of_version(scenario, engine, None, system_prompt=system_prompt)
         seconds["eval_before"] = round(time.perf_counter() - step, 2)
         _say(f"before: {before.right}/{before.total} right")
 
@@ -189,12 +184,7 @@ def _run(
         after = before
         if cycle.candidate is not None:
             step = time.perf_counter()
-            candidate = evaluate_scenario(
-                scenario,
-                "holdout",
-                engine_asker(engine, adapter=cycle.candidate, system_prompt=system_prompt),
-                model=cycle.candidate,
-            )
+            candidate = holdout_of_version(scenario, engine, cycle.candidate, system_prompt=system_prompt)
             seconds["eval_after"] = round(time.perf_counter() - step, 2)
             candidate_accuracy = candidate.accuracy
             if cycle.outcome == "validated":

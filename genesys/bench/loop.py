@@ -172,7 +172,7 @@ def _run(scenario: Scenario, settings: Settings, options: LoopOptions) -> LoopBe
     from genesys.api.app import build_services, create_app
     from genesys.runtime.prompts import ASSISTANT_PROMPT, PromptLibrary
     from genesys.server_api import HttpServerApi
-    from genesys.tools.scenario_eval import engine_asker, evaluate_scenario
+    from genesys.tools.scenario_eval import holdout_of_version
     from genesys.tools.simulation import Simulation
 
     chosen = loop_settings(settings, scenario, options)
@@ -206,12 +206,7 @@ def _run(scenario: Scenario, settings: Settings, options: LoopOptions) -> LoopBe
             step = time.perf_counter()
             holdout = sum(len(i.holdout) for i in scenario.items)
             _say(f"before: {BASE_VERSION} on {holdout} holdout questions")
-            before = evaluate_scenario(
-                scenario,
-                "holdout",
-                engine_asker(engine, adapter=None, system_prompt=system_prompt),
-                model=BASE_VERSION,
-            )
+            before = holdout_of_version(scenario, engine, None, system_prompt=system_prompt)
             seconds["eval_before"] = round(time.perf_counter() - step, 2)
             _say(f"before: {before.right}/{before.total} right")
 
@@ -248,12 +243,7 @@ def _run(scenario: Scenario, settings: Settings, options: LoopOptions) -> LoopBe
         if production is not None:
             step = time.perf_counter()
             _load(engine, production)
-            after = evaluate_scenario(
-                scenario,
-                "holdout",
-                engine_asker(engine, adapter=production.version, system_prompt=system_prompt),
-                model=production.version,
-            )
+            after = holdout_of_version(scenario, engine, production.version, system_prompt=system_prompt)
             seconds["eval_after"] = round(time.perf_counter() - step, 2)
         _say(f"after: {after.right}/{after.total} right ({production_name})")
     finally:

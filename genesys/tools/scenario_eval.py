@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from genesys.errors import InvalidRequest
+from genesys.runtime.ab_router import BASE_VERSION
 from genesys.runtime.engines.base import ChatMessage, GenerationParams
 from genesys.tools.scenario import Scenario, Split, is_right
 
@@ -112,3 +113,16 @@ def engine_asker(
         return "".join(chunk.text for chunk in engine.stream_chat(messages, params, adapter=adapter))
 
     return ask
+
+
+def holdout_of_version(
+    scenario: Scenario, engine: InferenceEngine, version: str | None, *, system_prompt: str | None
+) -> ScenarioEval:
+    """The holdout phrasings of ``scenario`` asked of ``version`` (an adapter loaded in ``engine``;
+    None for the base model) as the assistant asks them — the benchmarks' before and after."""
+    return evaluate_scenario(
+        scenario,
+        "holdout",
+        engine_asker(engine, adapter=version, system_prompt=system_prompt),
+        model=version or BASE_VERSION,
+    )
