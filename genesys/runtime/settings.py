@@ -193,6 +193,11 @@ class TrainingPipeline(_Section):
         "the corrections, as a share of the training rows (genesys.tools.training.replay); 0 turns it off.",
     )
     replay_max_tokens: int = Field(160, gt=0, description="Longest replayed answer, in tokens.")
+    replay_loss: Literal["ce", "kl"] = Field(
+        "ce",
+        description="Replay rows trained by cross-entropy on their tokens ('ce') or by the KL divergence "
+        "from the model without the adapter ('kl'), which only pulls back what drifted.",
+    )
 
 
 ValidationMetric = Literal["bleu", "rouge_l", "bertscore_f1", "reference_pass_rate", "judge_score"]

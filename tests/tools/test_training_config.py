@@ -30,6 +30,12 @@ def test_settings_choose_the_corrective_stage(settings: Any) -> None:
     assert TrainingConfig.from_settings(settings, corrective_stage="kto").corrective_stage == "kto"
 
 
+def test_settings_choose_the_replay_loss(settings: Any) -> None:
+    assert TrainingConfig.from_settings(settings).replay_loss == "ce"
+    settings.training_pipeline.replay_loss = "kl"
+    assert TrainingConfig.from_settings(settings).replay_loss == "kl"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 Strategy = Literal["steps", "epoch", "no"]
 LossOn = Literal["last_answer", "all_answers"]
 CorrectiveStage = Literal["none", "dpo", "kto"]
+ReplayLoss = Literal["ce", "kl"]
 
 _STRATEGIES = ("steps", "epoch", "no")
 _LOSS_ON = ("last_answer", "all_answers")
 _STAGES = ("none", "dpo", "kto")
+_REPLAY_LOSSES = ("ce", "kl")
 
 
 @dataclass
@@ -102,6 +104,15 @@ class TrainingConfig:
             "(SmolLM2-135M, 110 rows, 84 steps): alpha 5 gave 50% of unseen phrasings against 53% without."
         },
     )
+    replay_loss: ReplayLoss = field(
+        default="ce",
+        metadata={
+            "help": "How replay rows (the serving model's own answers) are trained: 'ce', cross-entropy on "
+            "their tokens like any row; 'kl', the KL divergence from the model without the adapter to the "
+            "model with it on their answer positions: zero while the adapter changes nothing there, so it "
+            "only pulls back what drifted (see sft.replay_kl_loss)."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for data order, dropout and LoRA initialisation."})
 
     # -- the corrective stage --------------------------------------------------------------------
@@ -145,6 +156,7 @@ class TrainingConfig:
             "save_strategy": pipeline.save_strategy,
             "logging_steps": pipeline.logging_steps,
             "corrective_stage": pipeline.corrective_stage,
+            "replay_loss": pipeline.replay_loss,
             "max_length": settings.data_collection.context_window,
         }
         if lora is not None:
@@ -201,6 +213,8 @@ def _problems(config: TrainingConfig) -> list[str]:
             out.append(f"{name} must be one of {', '.join(_STRATEGIES)}, not {getattr(config, name)!r}")
     if config.loss_on not in _LOSS_ON:
         out.append(f"loss_on must be one of {', '.join(_LOSS_ON)}, not {config.loss_on!r}")
+    if config.replay_loss not in _REPLAY_LOSSES:
+        out.append(f"replay_loss must be one of {', '.join(_REPLAY_LOSSES)}, not {config.replay_loss!r}")
     if config.corrective_stage not in _STAGES:
         out.append(f"corrective_stage must be one of {', '.join(_STAGES)}, not {config.corrective_stage!r}")
     targets = config.target_modules

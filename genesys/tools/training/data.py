@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 IGNORE_INDEX = -100  # label of a token that carries no loss (the prompt, padding)
+REPLAY_COLUMN = "replay"
 _ROLES = ("system", "user", "assistant")
 Message = dict[str, str]
 PreferenceKind = Literal["dpo", "kto"]
@@ -198,11 +199,20 @@ def tokenize_chat_rows(
     return kept
 
 
-def to_dataset(rows: list[TokenizedRow]) -> Any:
-    """A ``datasets.Dataset`` with ``input_ids`` and ``labels`` (TRL uses pre-tokenized rows as they are)."""
+def to_dataset(rows: list[TokenizedRow], replay: list[TokenizedRow] | None = None) -> Any:
+    """A ``datasets.Dataset`` with ``input_ids`` and ``labels`` (TRL uses pre-tokenized rows as they are).
+    With ``replay`` rows, they follow ``rows`` and a ``replay`` column (1 for them, 0 for the others)
+    says which are which (the trainer's replay loss tells them apart by it)."""
     from datasets import Dataset
 
-    return Dataset.from_dict({"input_ids": [r.input_ids for r in rows], "labels": [r.labels for r in rows]})
+    every = rows + (replay or [])
+    columns: dict[str, list[Any]] = {
+        "input_ids": [r.input_ids for r in every],
+        "labels": [r.labels for r in every],
+    }
+    if replay:
+        columns[REPLAY_COLUMN] = [0] * len(rows) + [1] * len(replay)
+    return Dataset.from_dict(columns)
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, generation_prompt: bool) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genesys.tools.training.config import TrainingConfig
+from genesys.tools.training.data import REPLAY_COLUMN
 from genesys.tools.training.hyperparameters import ChosenHyperparameters
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def build_sft_trainer(
     all_callbacks = list(callbacks or [])
     if hp.early_stopping_patience and eval_dataset is not None:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
-    trainer = _trainer_class()(
+    trainer: SFTTrainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -159,20 +160,87 @@ def build_sft_trainer(
         processing_class=tokenizer,
         peft_config=lora_config(config),
         callbacks=all_callbacks,
+        replay_loss=config.replay_loss,
     )
     # Without a progress bar transformers prints every log to stdout; progress goes to the store instead.
     trainer.remove_callback(PrinterCallback)
     return trainer
 
 
-def _trainer_class() -> type[SFTTrainer]:
+def replay_kl_loss(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], replay: torch.Tensor, num_items: Any = None
+) -> torch.Tensor:
+    """The loss of a batch that holds replay rows, with ``replay_loss: kl``.
+
+    Rows whose ``replay`` flag is 0 (corrections) keep the usual loss, the cross-entropy of their labels.
+    On replay rows (the serving model's own answers) the loss at each answer position is the KL divergence
+    KL(p_base || p_adapted) over the whole vocabulary, p_base from the same model with the adapter
+    disabled: zero, with a zero gradient, while the adapter changes nothing there, and growing with what
+    it changes. Cross-entropy on the replayed tokens instead pushes their probability towards 1, a change
+    of its own. Summed over the positions that carry labels and divided by their number (``num_items``
+    when the Trainer counts them across accumulated batches).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**forward, use_cache=False).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != -100
+    log_probs = F.log_softmax(logits, dim=-1)
+    per_token = -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    rows = replay.bool()
+    peft_model: Any = getattr(model, "module", model)  # unwrapped from DDP
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = peft_model(**{k: v[rows] for k, v in forward.items()}, use_cache=False).logits[:, :-1].float()
+    base_log_probs = F.log_softmax(base, dim=-1)
+    kl = (base_log_probs.exp() * (base_log_probs - log_probs[rows])).sum(-1)
+    per_token = torch.where(rows.unsqueeze(-1), torch.zeros_like(per_token), per_token)
+    per_token[rows] = kl
+    count = num_items if num_items is not None else mask.sum()
+    return (per_token * mask).sum() / torch.as_tensor(count, device=per_token.device).clamp(min=1)
+
+
+class _ReplayFlag:
+    """Wraps TRL's collator: takes each example's ``replay`` flag out (TRL's collator knows no such key)
+    and puts the batch's flags back as a tensor."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if not examples or REPLAY_COLUMN not in examples[0]:
+            return self.inner(examples)
+        flags = [int(example[REPLAY_COLUMN]) for example in examples]
+        batch = self.inner([{k: v for k, v in e.items() if k != REPLAY_COLUMN} for e in examples])
+        batch[REPLAY_COLUMN] = torch.tensor(flags)
+        return batch
+
+
+def _trainer_class() -> Any:
     """SFTTrainer whose random order is ``LengthBucketSampler``'s (other strategies, such as the
-    benchmark's ``sequential``, are transformers' own)."""
+    benchmark's ``sequential``, are transformers' own), and whose replay rows are trained with
+    ``replay_kl_loss`` when the run asks for it (``replay_loss: kl``)."""
     from trl import SFTTrainer
 
     from genesys.tools.training.sampling import LengthBucketSampler
 
-    class BucketedSFTTrainer(SFTTrainer):
+    class GenesysSFTTrainer(SFTTrainer):
+        replay_loss: str = "ce"
+
+        def __init__(self, *args: Any, replay_loss: str = "ce", **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.replay_loss = replay_loss
+            self.data_collator = _ReplayFlag(self.data_collator)
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if self._signature_columns is not None and REPLAY_COLUMN not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, REPLAY_COLUMN]
+
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "random" or dataset is None:
@@ -181,4 +249,18 @@ def _trainer_class() -> type[SFTTrainer]:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return LengthBucketSampler(lengths, self._train_batch_size, seed=seed)
 
-    return BucketedSFTTrainer
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            replay = inputs.pop(REPLAY_COLUMN, None)
+            if self.replay_loss != "kl" or replay is None or not bool(replay.any()) or return_outputs:
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
+            return replay_kl_loss(model, inputs, replay, num_items_in_batch)
+
+    return GenesysSFTTrainer

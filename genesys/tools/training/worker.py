@@ -180,7 +180,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
     trainer = build_sft_trainer(
         model,
         tokenizer,
-        to_dataset(train_rows + replay_rows),
+        to_dataset(train_rows, replay_rows),
         to_dataset(eval_rows) if eval_rows else None,
         hp,
         config,
