@@ -38,6 +38,22 @@ def llama_engine() -> Any:
     return engine
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight llama (tests.support.tiny_llama), written once; tests only read it."""
+    from tests.support.tiny_llama import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture()
+def tiny(tiny_dir: Path, tmp_path: Path) -> tuple[Any, Any]:
+    """The tiny llama and its tokenizer, loaded fresh for the test (training changes the model)."""
+    from genesys.runtime.base_model import load_base_model
+
+    return load_base_model(tiny_dir, tmp_path / "cache", device="cpu", dtype="float32")
+
+
 @pytest.fixture()
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     from genesys.runtime.settings import load_settings

@@ -11,12 +11,6 @@ from typer.testing import CliRunner
 
 from genesys.bench.train import TrainBenchResult, format_table, run_train_bench
 from genesys.cli import app
-from tests.support.tiny_llama import make_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_bench_train_measures_both_sides_on_the_same_batches(tiny_dir: Path, tmp_path: Path) -> None:

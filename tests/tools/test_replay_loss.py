@@ -14,17 +14,7 @@ from genesys.tools.training.config import TrainingConfig
 from genesys.tools.training.data import REPLAY_COLUMN, to_dataset, tokenize_chat_rows
 from genesys.tools.training.hyperparameters import choose_hyperparameters
 from genesys.tools.training.sft import build_sft_trainer
-from tests.support.tiny_llama import chat_rows, make_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture()
-def tiny(tiny_dir: Path, tmp_path: Path) -> tuple[Any, Any]:
-    return load_base_model(tiny_dir, tmp_path / "cache", device="cpu", dtype="float32")
+from tests.support.tiny_llama import chat_rows
 
 
 def _trainer(tiny: tuple[Any, Any], tmp_path: Path, replay_loss: str, steps: int = 4) -> Any:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from genesys.errors import InvalidRequest
-from genesys.runtime.base_model import load_base_model
 from genesys.tools.training.config import TrainingConfig
 from genesys.tools.training.data import (
     IGNORE_INDEX,
@@ -26,17 +25,7 @@ from genesys.tools.training.data import (
     with_system_prompt,
 )
 from genesys.tools.training.hyperparameters import choose_hyperparameters
-from tests.support.tiny_llama import chat_rows, make_tiny_llama, write_jsonl
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture()
-def tiny(tiny_dir: Path, tmp_path: Path) -> tuple[Any, Any]:
-    return load_base_model(tiny_dir, tmp_path / "cache", device="cpu", dtype="float32")
+from tests.support.tiny_llama import chat_rows, write_jsonl
 
 
 @pytest.fixture(scope="module")

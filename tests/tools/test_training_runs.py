@@ -25,14 +25,9 @@ from genesys.runtime.store.training_runs import TrainingRun
 from genesys.tools.training.adapter_files import register_run_adapter
 from genesys.tools.training.config import TrainingConfig
 from genesys.tools.training.runs import RunManager, worker_command
-from tests.support.tiny_llama import chat_rows, make_tiny_llama, write_jsonl
+from tests.support.tiny_llama import chat_rows, write_jsonl
 
 RUN_TIMEOUT_S = 300
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture()
