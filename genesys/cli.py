@@ -205,6 +205,7 @@ def bench_train(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per step.")] = 4,
     seq_len: Annotated[int, typer.Option(min=8, help="Tokens per row (no padding).")] = 128,
     repeats: Annotated[int, typer.Option(min=1, help="Runs per side, in ABBA order.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (a GPU if torch sees one).")] = "cpu",
     json_out: Annotated[Path | None, typer.Option(help="Also write the result (JSON) to this file.")] = None,
 ) -> None:
     """Training tokens/s of the Trainer's SFT path against a bare peft loop on the same batches.
@@ -228,6 +229,7 @@ def bench_train(
         batch_size=batch_size,
         seq_len=seq_len,
         repeats=repeats,
+        device=device,
         **({"lora_rank": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout} if lora else {}),
     )
     _emit_bench(result.model_dump_json(indent=2), format_train_table(result), json_out)

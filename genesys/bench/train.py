@@ -12,12 +12,17 @@ steps, learning rate, warm-up and gradient clipping:
   order (``train_sampling_strategy="sequential"``).
 
 Each side's first ``warmup_steps`` steps are not timed (allocator and kernel warm-up); tokens/s is
-tokens of the timed steps over their wall time. Sides alternate bare/trainer, trainer/bare, ... so
-that drift in machine load hits both alike; medians are reported. Target: trainer >= 0.95 x bare.
+tokens of the timed steps over their wall time. On a GPU both sides run under the Trainer's mixed
+precision (bf16 autocast, or fp16 with a gradient scaler) and the clock is read after a
+``torch.cuda.synchronize``, so that queued kernels count towards the step that queued them.
+
+Sides alternate bare/trainer, trainer/bare, ... so that drift in machine load hits both alike;
+medians are reported. Target: trainer >= 0.95 x bare.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -89,13 +94,14 @@ def run_train_bench(
 ) -> TrainBenchResult:
     """Measure both sides ``repeats`` times each (ABBA order); see the module docstring.
 
-    ``model_path`` is a GGUF file or a model directory (default: the embedded SmolLM2). Raises
-    ``InvalidRequest`` for sizes below 1, ``EngineUnavailable`` when the model cannot be loaded.
+    ``model_path`` is a GGUF file or a model directory (default: the embedded SmolLM2); ``device`` is
+    ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. Raises ``InvalidRequest`` for sizes below 1,
+    ``EngineUnavailable`` when the model cannot be loaded or the device is not there.
     """
     import torch
 
     from genesys.errors import InvalidRequest
-    from genesys.runtime.base_model import load_base_model
+    from genesys.runtime.base_model import load_base_model, resolve_device
     from genesys.tools.training.config import TrainingConfig
 
     for name, value in (
@@ -108,8 +114,9 @@ def run_train_bench(
             raise InvalidRequest(f"{name} must be at least 1", param=name)
     if warmup_steps < 0:
         raise InvalidRequest("warmup_steps must be >= 0", param="warmup_steps")
+    device = resolve_device(device)
     cache = cache_dir or Path(tempfile.gettempdir()) / "genesys-bench-cache"
-    base, tokenizer = load_base_model(model_path, cache, device=device, dtype="float32")
+    base, tokenizer = load_base_model(model_path, cache, device=device, dtype="auto")
     total = warmup_steps + steps
     generator = torch.Generator().manual_seed(0)
     vocab = int(base.config.vocab_size)
@@ -191,7 +198,7 @@ def _bare(
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
-    from genesys.tools.training.sft import lora_config
+    from genesys.tools.training.sft import lora_config, mixed_precision
 
     torch.manual_seed(config.seed)
     peft_model = get_peft_model(model, lora_config(config))
@@ -201,19 +208,40 @@ def _bare(
     steps = ids.shape[0] // batch
     schedule = get_linear_schedule_with_warmup(optimizer, 0, steps)
     device = next(peft_model.parameters()).device
-    times = [time.perf_counter()]
+    precision = mixed_precision(peft_model)
+    half = torch.bfloat16 if precision["bf16"] else torch.float16 if precision["fp16"] else None
+    scaler = torch.amp.GradScaler("cuda") if precision["fp16"] else None
+    times = [_clock(device)]
     loss = torch.tensor(0.0)
     for step in range(steps):
         rows = slice(step * batch, (step + 1) * batch)
-        out = peft_model(input_ids=ids[rows].to(device), labels=labels[rows].to(device))
+        with torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext():
+            out = peft_model(input_ids=ids[rows].to(device), labels=labels[rows].to(device))
         loss = out.loss
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)  # the Trainer clips at 1.0 too
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter())
+        times.append(_clock(device))
     return times, float(loss.detach())
+
+
+def _clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _trainer(
@@ -234,14 +262,15 @@ def _trainer(
 
     times: list[float] = []
     losses: list[float] = []
+    device = next(model.parameters()).device
 
     class _Clock(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if not times:
-                times.append(time.perf_counter())
+                times.append(_clock(device))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            times.append(time.perf_counter())
+            times.append(_clock(device))
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if logs and "loss" in logs:

@@ -53,8 +53,23 @@ def _words() -> list[str]:
     return sorted(set(re.findall(r"\w+|[^\w\s]", text)))
 
 
-def make_tiny_llama(directory: Path, *, seed: int = 0) -> Path:
-    """Write a 2-layer, hidden-64 LlamaForCausalLM and its tokenizer to ``directory``; returns it."""
+# SmolLM2-135M's shape (its config.json): a random model of it trains as fast as the real one.
+SMOLLM2_135M_SHAPE: dict[str, Any] = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+}
+
+
+def make_tiny_llama(directory: Path, *, seed: int = 0, shape: dict[str, Any] | None = None) -> Path:
+    """Write a 2-layer, hidden-64 LlamaForCausalLM and its tokenizer to ``directory``; returns it.
+
+    ``shape`` overrides LlamaConfig fields (for instance ``SMOLLM2_135M_SHAPE``); a ``vocab_size``
+    above the tokenizer's leaves the extra embedding rows unused."""
     import torch
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -91,6 +106,7 @@ def make_tiny_llama(directory: Path, *, seed: int = 0) -> Path:
         pad_token_id=vocab["<|im_end|>"],
         tie_word_embeddings=True,
     )
+    config.update(shape or {})
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     directory.mkdir(parents=True, exist_ok=True)

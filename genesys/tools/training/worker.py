@@ -136,7 +136,7 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
         with_system_prompt,
     )
     from genesys.tools.training.hyperparameters import choose_hyperparameters
-    from genesys.tools.training.sft import build_sft_trainer
+    from genesys.tools.training.sft import build_sft_trainer, mixed_precision
 
     datasets.disable_progress_bars()
     config = TrainingConfig.from_dict(spec.training)
@@ -187,7 +187,11 @@ def run_training(spec: RunSpec, reporter: Reporter, *, is_main: bool = True) -> 
         spec.output_dir / CHECKPOINTS_DIR,
         callbacks=callbacks,
     )
+    precision = mixed_precision(model)
     metrics: dict[str, Any] = {
+        "device": str(next(model.parameters()).device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "mixed_precision": "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "no",
         "train_rows": len(train_rows),
         "replay_rows": len(replay_rows),
         "validation_rows": len(eval_rows),
