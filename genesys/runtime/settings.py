@@ -198,6 +198,18 @@ class TrainingPipeline(_Section):
         description="Replay rows trained by cross-entropy on their tokens ('ce') or by the KL divergence "
         "from the model without the adapter ('kl'), which only pulls back what drifted.",
     )
+    adapter_scope: bool = Field(
+        True,
+        description="Give each new adapter a scope (genesys.runtime.adapter_scope): it answers requests "
+        "close to its training questions, the base model the rest.",
+    )
+    adapter_scope_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Least MiniLM cosine similarity to a training question that is in an adapter's scope; "
+        "None: calibrated from the training rows and the general replay prompts.",
+    )
 
 
 ValidationMetric = Literal["bleu", "rouge_l", "bertscore_f1", "reference_pass_rate", "judge_score"]

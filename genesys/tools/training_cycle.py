@@ -7,7 +7,9 @@ register, validate.
 3. Train on the version (``train_dataset``), in a worker subprocess, beside replay rows of production's
    own answers to general prompts (``genesys.tools.training.replay``) so that the adapter does not
    forget how to code; progress goes to ``progress``.
-4. Register the adapter as a ``candidate`` (peft files + GGUF LoRA + lineage).
+4. Register the adapter as a ``candidate`` (peft files + GGUF LoRA + lineage), with its scope when
+   ``training_pipeline.adapter_scope`` is on (``write_adapter_scope``: it then answers requests close
+   to its training questions, the base model the rest).
 5. Validate it against production on the version's held-out rows (``held_out_paths``: its test set,
    with its validation set when that is too small to have stopped training early) and move it to
    ``validated`` or ``rejected`` with the report.
@@ -35,6 +37,7 @@ from genesys.tools.dataset_writer import split_dir
 from genesys.tools.training.data import SFT_FILE
 
 if TYPE_CHECKING:
+    from genesys.runtime.adapter_scope import AdapterScope
     from genesys.runtime.engines.base import InferenceEngine
     from genesys.runtime.settings import Settings
     from genesys.runtime.store import Store
@@ -238,6 +241,9 @@ def run_training_cycle(
     candidate = register_run_adapter(store.adapters, run, settings.data_dir / "adapters")
     result.candidate = candidate.version
     tell("registered", version=candidate.version, run_id=run.id)
+    if settings.training_pipeline.adapter_scope:
+        scope = write_adapter_scope(settings, dataset.version, Path(candidate.path))
+        tell("scoped", version=candidate.version, threshold=scope.threshold, questions=len(scope.questions))
 
     # 5: the gate.
     step = time.perf_counter()
@@ -271,6 +277,26 @@ def run_training_cycle(
     seconds["total"] = round(time.perf_counter() - started, 2)
     tell(result.outcome, candidate=candidate.version, reason=report.summary)
     return result
+
+
+def write_adapter_scope(settings: Settings, version: str, adapter_dir: Path) -> AdapterScope:
+    """Write ``scope.json`` beside an adapter trained on dataset ``version``: its training questions
+    and a threshold calibrated against the general replay prompts (``genesys.runtime.adapter_scope``)."""
+    from genesys.runtime.adapter_scope import build_scope, questions_and_answers
+    from genesys.runtime.embeddings import shared_embedder
+    from genesys.tools.training.replay import replay_prompts
+
+    questions, answers = questions_and_answers(split_dir(settings.data_dir, "train", version) / SFT_FILE)
+    scope = build_scope(
+        questions,
+        answers,
+        [prompt.text for prompt in replay_prompts()],
+        shared_embedder(settings).embed,
+        threshold=settings.training_pipeline.adapter_scope_threshold,
+    )
+    scope.write(adapter_dir)
+    log.info("cycle.scope", adapter=str(adapter_dir), threshold=scope.threshold, reasons=scope.reasons)
+    return scope
 
 
 def _replay(

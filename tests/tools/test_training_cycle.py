@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from genesys.runtime.adapter_scope import AdapterScope, questions_and_answers
 from genesys.runtime.store import Feedback, Store
 from genesys.runtime.vectors import VectorStore
+from genesys.tools.dataset_writer import split_dir
 from genesys.tools.scenario import load_scenario
 from genesys.tools.training.config import TrainingConfig
+from genesys.tools.training.data import SFT_FILE
 from genesys.tools.training.runs import RunManager
 from genesys.tools.training_cycle import run_training_cycle
 from tests.tools.conftest import START, make_interaction
@@ -97,6 +100,13 @@ def test_a_cycle_curates_trains_registers_and_validates(
     assert (
         Path(version.path, "adapter.gguf").is_file() and Path(version.path, "adapter_config.json").is_file()
     )
+    # Its scope: the training split's questions, with the calibrated threshold and why.
+    scope = AdapterScope.read(Path(version.path))
+    questions, _ = questions_and_answers(
+        split_dir(settings.data_dir, "train", result.dataset_version) / SFT_FILE
+    )
+    assert scope is not None and set(scope.questions) == set(questions) and scope.reasons
+    assert "scoped" in steps
     # The Validator decided, with a stored report, and the state follows the decision.
     assert version.state == result.outcome
     report = json.loads(Path(version.path, "validation.json").read_text())

@@ -26,7 +26,18 @@ __all__ = [
 
 
 def make_engine(settings: Settings) -> InferenceEngine:
-    """Build (not load) the engine named in ``settings.model.engine``."""
+    """Build (not load) the engine named in ``settings.model.engine``; with
+    ``training_pipeline.adapter_scope`` on, wrapped in a ``ScopedEngine`` that applies the adapters'
+    scopes."""
+    engine = _bare_engine(settings)
+    if not settings.training_pipeline.adapter_scope:
+        return engine
+    from genesys.runtime.adapter_scope import ScopedEngine
+
+    return ScopedEngine(engine)
+
+
+def _bare_engine(settings: Settings) -> InferenceEngine:
     model = settings.model
     n_ctx = settings.data_collection.context_window + model.max_tokens
     if model.engine == "llamacpp":
