@@ -35,6 +35,7 @@ from genesys.api.routes import (
 )
 from genesys.errors import InvalidRequest
 from genesys.runtime.ab_router import AbRouter
+from genesys.runtime.adapter_scope import ScopedEngine
 from genesys.runtime.alert_loop import AlertLoop
 from genesys.runtime.engine_host import EngineHost
 from genesys.runtime.engines import InferenceEngine, make_engine
@@ -61,6 +62,8 @@ def build_services(settings: Settings, *, engine: InferenceEngine | None = None)
     store = Store(settings.database_url)
     metrics = Metrics()
     metrics.watch_store(store)
+    if isinstance(host.engine, ScopedEngine):
+        host.engine.on_decision = metrics.observe_adapter_scope
     router = AbRouter()
     controller = RolloutController(
         host.engine,

@@ -161,7 +161,7 @@ class ScopedEngine(InferenceEngine):
         self.inner = inner
         self.kind = inner.kind
         self._embed = embed
-        self._on_decision = on_decision
+        self.on_decision = on_decision
         self._scopes: dict[str, _LoadedScope] = {}
         self._lock = threading.Lock()
 
@@ -182,8 +182,8 @@ class ScopedEngine(InferenceEngine):
         similarity = loaded.similarity(self._embedder()([text or " "])[0])
         applied = similarity >= loaded.scope.threshold
         log.debug("adapter_scope.decision", adapter=adapter, similarity=round(similarity, 3), applied=applied)
-        if self._on_decision is not None:
-            self._on_decision(adapter, similarity, applied)
+        if self.on_decision is not None:
+            self.on_decision(adapter, similarity, applied)
         return adapter if applied else None
 
     def _embedder(self) -> Embed:

@@ -103,6 +103,13 @@ class Metrics:
             ["kind", "model_version", "arm"],
             registry=r,
         )
+        self.adapter_scope = Counter(
+            "genesys_adapter_scope_total",
+            "Requests routed to a version's adapter, by whether its scope sent them to the adapter or to "
+            "the base model.",
+            ["model_version", "decision"],
+            registry=r,
+        )
         self.engine_ready = Gauge("genesys_engine_ready", "1 when the model is loaded.", registry=r)
         self.ab_traffic = Gauge(
             "genesys_ab_traffic_share",
@@ -132,6 +139,9 @@ class Metrics:
             self.ttft_seconds.labels(*labels).observe(interaction.ttft_ms / 1000)
         self.tokens.labels("prompt", *labels[1:]).inc(interaction.prompt_tokens)
         self.tokens.labels("completion", *labels[1:]).inc(interaction.completion_tokens)
+
+    def observe_adapter_scope(self, version: str, similarity: float, applied: bool) -> None:
+        self.adapter_scope.labels(version, "adapter" if applied else "base").inc()
 
     def observe_split(self, production: str, candidate: str | None, traffic: float) -> None:
         """The A/B router's arms now; a version that no longer serves leaves the gauge."""

@@ -175,3 +175,21 @@ def test_a_malformed_scope_file_is_refused_and_loads_nothing(
     with pytest.raises(EngineError, match="not a valid adapter scope"):
         scoped.load_adapter("bad", broken)
     assert "bad" not in scoped.info().adapters
+
+
+def test_the_app_counts_scope_decisions_in_its_metrics(settings: Any, tiny_dir: Path, tmp_path: Path) -> None:
+    from genesys.api.app import build_services
+    from genesys.runtime.engines.transformers_engine import TransformersEngine
+
+    scoped = ScopedEngine(TransformersEngine(tiny_dir, cache_dir=tmp_path, device="cpu"))
+    services = build_services(settings, engine=scoped)
+    try:
+        assert scoped.on_decision is not None
+        scoped.on_decision("v3", 0.2, False)
+        scoped.on_decision("v3", 0.9, True)
+        scoped.on_decision("v3", 0.1, False)
+        text = services.metrics.render().decode()
+        assert 'genesys_adapter_scope_total{decision="base",model_version="v3"} 2.0' in text
+        assert 'genesys_adapter_scope_total{decision="adapter",model_version="v3"} 1.0' in text
+    finally:
+        services.store.close()
