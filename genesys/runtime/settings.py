@@ -186,11 +186,13 @@ class TrainingPipeline(_Section):
         "none", description="After SFT: DPO on (correction, original) pairs, KTO on thumbs, or none."
     )
     replay_ratio: float = Field(
-        0.2,
+        0.0,
         ge=0,
         le=1,
         description="Rows of the serving model's own answers to general coding prompts trained beside "
-        "the corrections, as a share of the training rows (genesys.tools.training.replay); 0 turns it off.",
+        "the corrections, as a share of the training rows (genesys.tools.training.replay); 0 turns it off "
+        "(the default: with adapter_scope, requests far from the corrections do not reach the adapter, and "
+        "replay cost learned facts).",
     )
     replay_max_tokens: int = Field(160, gt=0, description="Longest replayed answer, in tokens.")
     replay_loss: Literal["ce", "kl"] = Field(
