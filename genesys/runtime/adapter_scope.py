@@ -254,6 +254,8 @@ class ScopedEngine(InferenceEngine):
         self.inner.close()
 
     def __getattr__(self, name: str) -> Any:  # engine-specific attributes (model_path, ...)
+        if name == "inner":  # not set yet (copy, unpickling): no recursion through __getattr__
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
