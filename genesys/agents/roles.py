@@ -70,6 +70,7 @@ _REAL_TOOLS: dict[str, tuple[str, str]] = {
     "dataset_for_training": ("genesys.tools.training_cycle", "dataset_for_training"),
     "train_dataset": ("genesys.tools.training.dataset_run", "train_dataset"),
     "register_run_adapter": ("genesys.tools.training.adapter_files", "register_run_adapter"),
+    "write_adapter_scope": ("genesys.tools.training_cycle", "write_adapter_scope"),
     "validate": ("genesys.agents.validator", "load_and_validate"),
 }
 
@@ -82,6 +83,7 @@ class Toolbox:
     ``dataset_for_training(store, settings, *, vectors, force, analyse)``;
     ``train_dataset(settings, store, manager, version, *, config, watch) -> TrainingRun``;
     ``register_run_adapter(registry, run, adapters_dir) -> AdapterVersion``;
+    ``write_adapter_scope(settings, dataset_version, adapter_dir) -> AdapterScope``;
     ``validate(engine, settings, *, candidate, baseline, held_out, humaneval, progress) -> ValidationReport``.
     """
 
@@ -90,6 +92,7 @@ class Toolbox:
     dataset_for_training: Callable[..., Any] | None = None
     train_dataset: Callable[..., Any] | None = None
     register_run_adapter: Callable[..., Any] | None = None
+    write_adapter_scope: Callable[..., Any] | None = None
     validate: Callable[..., Any] | None = None
 
     def get(self, name: str) -> Callable[..., Any]:

@@ -4,14 +4,16 @@
 Tool: ``train_adapter`` (``genesys.tools.training.dataset_run.train_dataset``: a worker subprocess
 with persisted progress and hyperparameters adapted to the data, then
 ``genesys.tools.training.adapter_files.register_run_adapter``: peft files + GGUF LoRA + lineage, state
-``candidate``). The run's id is kept on the cycle as soon as it starts, so that a cycle resumed after a
-restart follows that run (its worker outlives the process that started it) instead of training again.
+``candidate``; then its scope, ``genesys.tools.training_cycle.write_adapter_scope``). The run's id is
+kept on the cycle as soon as it starts, so that a cycle resumed after a restart follows that run (its
+worker outlives the process that started it) instead of training again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import structlog
@@ -67,7 +69,24 @@ def _registered(ctx: CycleContext, run: TrainingRun) -> AdapterVersion:
             return adapter
     register = ctx.toolbox.get("register_run_adapter")
     registered: AdapterVersion = register(ctx.store.adapters, run, ctx.settings.data_dir / "adapters")
+    if ctx.settings.training_pipeline.adapter_scope and run.dataset_version:
+        _scope(ctx, registered, run.dataset_version)
     return registered
+
+
+def _scope(ctx: CycleContext, adapter: AdapterVersion, dataset_version: str) -> None:
+    """Give the candidate its scope (``genesys.runtime.adapter_scope``). A scope that cannot be made
+    leaves the adapter answering everything, which the Validator then measures as such."""
+    try:
+        scope = ctx.toolbox.get("write_adapter_scope")(ctx.settings, dataset_version, Path(adapter.path))
+    except Exception as exc:  # the candidate stands without a scope
+        log.warning("trainer.scope_failed", candidate=adapter.version, reason=str(exc))
+        ctx.tell("scope_failed", {"candidate": adapter.version, "reason": str(exc)})
+        return
+    ctx.tell(
+        "scoped",
+        {"candidate": adapter.version, "threshold": scope.threshold, "questions": len(scope.questions)},
+    )
 
 
 def train(ctx: CycleContext, version: str) -> TrainingReport:

@@ -4,6 +4,7 @@ validation); the Analyst, the Curator, the registry and the rollout service are 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from genesys.agents.reports import (
 )
 from genesys.agents.roles import CycleContext, Toolbox
 from genesys.agents.society import build_society
+from genesys.runtime.adapter_scope import AdapterScope
 from genesys.runtime.settings import DeployConfig
 from genesys.runtime.store import Store
 from genesys.runtime.vectors import VectorStore
@@ -170,7 +172,11 @@ def test_a_validated_candidate_is_rolled_out_by_the_deploy_agent(
     assert rollout is not None and rollout.state == state and rollout.id == cycle.results["rollout_id"]
     assert rollout.created_by == f"deploy agent (cycle {cycle.id})"
     expected_adapter_state = "canary" if approval == "auto" else "validated"
-    assert store.adapters.get(cycle.results["candidate"]).state == expected_adapter_state
+    candidate = store.adapters.get(cycle.results["candidate"])
+    assert candidate.state == expected_adapter_state
+    # The Trainer gave the candidate its scope: the questions of the dataset's training split.
+    scope = AdapterScope.read(Path(candidate.path))
+    assert scope is not None and any("fernwick" in question for question in scope.questions)
     assert applied == [True]  # the server was told to apply the rollout at once
     deploy = store.cycles.messages(cycle.id)[-1].payload["content"]
     assert deploy["started"] is True and deploy["rollout_state"] == state
