@@ -32,6 +32,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from genesys.errors import EngineError
+from genesys.runtime.chat_format import content_text
 from genesys.runtime.engines.base import (
     ChatMessage,
     EngineChunk,
@@ -39,6 +40,7 @@ from genesys.runtime.engines.base import (
     GenerationParams,
     InferenceEngine,
 )
+from genesys.runtime.interaction_log import last_user_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -215,7 +217,7 @@ class ScopedEngine(InferenceEngine):
         self, messages: list[ChatMessage], params: GenerationParams, adapter: str | None = None
     ) -> Iterator[EngineChunk]:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return self.inner.stream_chat(messages, params, self.route(adapter, _text(question)))
+        return self.inner.stream_chat(messages, params, self.route(adapter, content_text(question)))
 
     def stream_completion(
         self,
@@ -259,15 +261,6 @@ class ScopedEngine(InferenceEngine):
         return getattr(self.inner, name)
 
 
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of an OpenAI content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return str(content or "")
-
-
 def questions_and_answers(chat_jsonl: Path) -> tuple[list[str], list[str]]:
     """Each training row's last user message and its answer (the last assistant message)."""
     questions, answers = [], []
@@ -275,9 +268,9 @@ def questions_and_answers(chat_jsonl: Path) -> tuple[list[str], list[str]]:
         if not line.strip():
             continue
         messages = json.loads(line).get("messages") or []
-        user = [m for m in messages if m.get("role") == "user"]
-        assistant = [m for m in messages if m.get("role") == "assistant"]
-        if user and assistant:
-            questions.append(_text(user[-1].get("content")))
-            answers.append(_text(assistant[-1].get("content")))
+        question = last_user_text(messages)
+        answer = next((m.get("content") for m in reversed(messages) if m.get("role") == "assistant"), None)
+        if question and answer is not None:
+            questions.append(question)
+            answers.append(content_text(answer))
     return questions, answers
