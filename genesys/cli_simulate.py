@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +60,15 @@ def simulate_command(
         float,
         typer.Option("--settle-seconds", help="After the scenario is used up, how long to wait for a cycle."),
     ] = 30.0,
+    run_tag: Annotated[
+        str | None,
+        typer.Option(
+            "--run-tag",
+            help="Name the conversations sim-TAG-r<round>-q<question>, the same every run (for a fresh "
+            "server: the same dataset); default: a random tag, so runs never share a conversation.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the timeline as JSON.")] = False,
 ) -> None:
     """Simulated IDE users ask the scenario's prompts, correct wrong answers, keep asking through the
@@ -79,9 +89,16 @@ def simulate_command(
     _positive("--max-tokens", max_tokens, whole=True)
     if not math.isfinite(settle_seconds) or settle_seconds < 0:
         fail(f"--settle-seconds must be 0 or more, got {settle_seconds:g}")
+    if run_tag is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", run_tag):
+        fail(f"--run-tag must be 1 to 40 letters, digits, '.', '_' or '-', got {run_tag!r}")
     loaded = load_scenario(path)
     config = SimulationConfig(
-        users=users, seed=seed, max_minutes=max_minutes, max_tokens=max_tokens, settle_seconds=settle_seconds
+        users=users,
+        seed=seed,
+        max_minutes=max_minutes,
+        max_tokens=max_tokens,
+        settle_seconds=settle_seconds,
+        run_tag=run_tag,
     )
 
     def show(event: TimelineEvent) -> None:  # live, as it happens; the JSON comes at the end

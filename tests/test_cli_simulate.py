@@ -47,6 +47,9 @@ def test_simulate_argument_errors_are_one_line(tmp_path: Path) -> None:
     assert one_line_error(run("simulate", "--scenario", scenario, "--max-minutes", "-1")) == (
         "--max-minutes must be a positive number, got -1"
     )
+    assert one_line_error(run("simulate", "--scenario", scenario, "--run-tag", "a b")) == (
+        "--run-tag must be 1 to 40 letters, digits, '.', '_' or '-', got 'a b'"
+    )
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "x", "topic": "t"}\n', encoding="utf-8")
     assert one_line_error(run("simulate", "--scenario", str(broken))).startswith(f"{broken}:1: ")

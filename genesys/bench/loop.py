@@ -221,6 +221,8 @@ def _run(scenario: Scenario, settings: Settings, options: LoopOptions) -> LoopBe
                     max_tokens=options.max_tokens,
                     poll_seconds=options.poll_seconds,
                     settle_seconds=3 * options.poll_seconds + 10,
+                    # The data dir is fresh: fixed conversation ids make the same dataset each run.
+                    run_tag=f"bench-{options.seed}",
                 ),
                 on_event=lambda event: _say(format_event(event)),
             )

@@ -76,6 +76,15 @@ class SimulationConfig(BaseModel):
     settle_seconds: float = Field(
         30.0, ge=0, description="After the scenario is used up, how long to wait for a cycle to start."
     )
+    run_tag: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Names this run's conversations (sim-<tag>-r<round>-q<question>): the same tag, the "
+        "same conversation ids, so a fresh server curates the same dataset run after run. None: a random "
+        "tag, so that runs against one server never share a conversation.",
+    )
 
 
 class Question(BaseModel):
@@ -178,6 +187,7 @@ class Simulation:
         self.clock = clock
         self.sleep = sleep
         self.users = [f"sim-{self.config.seed}-user-{i:03d}" for i in range(self.config.users)]
+        self.run_tag = self.config.run_tag or uuid.uuid4().hex[:10]
         self.questions: list[tuple[ScenarioItem, str]] = [
             (item, prompt) for item in scenario.items for prompt in item.prompts
         ]
@@ -257,7 +267,11 @@ class Simulation:
                 break
             asked.append(
                 self._ask(
-                    item, prompt, user=self.users[(index + number - 1) % len(self.users)], number=number
+                    item,
+                    prompt,
+                    user=self.users[(index + number - 1) % len(self.users)],
+                    number=number,
+                    index=index,
                 )
             )
         by_version: dict[str, VersionScore] = {}
@@ -297,8 +311,8 @@ class Simulation:
         )
         return result
 
-    def _ask(self, item: ScenarioItem, prompt: str, *, user: str, number: int) -> Question:
-        conversation = f"sim-{self.config.seed}-r{number}-{uuid.uuid4().hex[:10]}"
+    def _ask(self, item: ScenarioItem, prompt: str, *, user: str, number: int, index: int) -> Question:
+        conversation = f"sim-{self.run_tag}-r{number}-q{index}"
         try:
             answer = self.api.chat(
                 prompt, user=user, conversation_id=conversation, max_tokens=self.config.max_tokens

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from genesys.runtime.ab_router import AbRouter, Split
 from genesys.runtime.settings import DeployConfig
@@ -194,6 +196,24 @@ def test_users_ask_correct_and_keep_asking_through_the_ab_test_until_promotion(t
     ):
         assert (thumbs, correction) == (("up", None) if version == "v1" else ("down", corrections[prompt]))
     assert result.corrected == sum(1 for chat in server.chats if chat[3] == "base")
+
+
+def test_a_run_tag_names_the_conversations_and_without_one_runs_never_share_one(tmp_path: Path) -> None:
+    scenario = load_scenario(tiny_scenario(tmp_path, items=2))
+
+    def conversations(**config: Any) -> list[str]:
+        server = ScriptedServer(scenario, cycle_outcome=None)
+        simulate(scenario, server, settle_seconds=0, **config)
+        return [chat[2] for chat in server.chats]
+
+    tagged = conversations(run_tag="bench")
+    # The same tag, the same ids in the same order: a fresh server curates the same dataset each run.
+    assert tagged == conversations(run_tag="bench")
+    assert all(c.startswith("sim-bench-r1-q") for c in tagged) and len(set(tagged)) == len(tagged)
+    first, second = conversations(), conversations()
+    assert not set(first) & set(second) and not set(first) & set(tagged)
+    with pytest.raises(ValidationError):
+        SimulationConfig(run_tag="two words")
 
 
 def test_a_cycle_that_ends_without_a_rollout_ends_the_simulation(tmp_path: Path) -> None:
