@@ -121,6 +121,13 @@ def split_by_conversation(
     the examples assigned so far. When there are at least as many conversations as splits, a split
     left empty takes the last conversation given to the largest split, so validation and test are
     never empty by accident of small numbers.
+
+    Every correction is taught: a correction whose conversations all landed in validation or test
+    takes its first one (in that seeded order) into train — a fact no training row teaches can only
+    be held out to be failed, and the user's correction would never be learned. The same correction
+    asked in other conversations stays held out: a phrasing of a taught fact the model never saw, what
+    a learning cycle is validated on. An empty split is filled only with a conversation whose
+    corrections stay taught.
     """
     groups: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
@@ -143,11 +150,39 @@ def split_by_conversation(
             assigned[split] += size
             assignment[conversation] = split
             order.append(conversation)
-    _fill_empty_splits(assignment, order, ratios)
+    _teach_every_correction(assignment, groups, order)
+    _fill_empty_splits(assignment, order, ratios, groups)
     return assignment
 
 
-def _fill_empty_splits(assignment: dict[str, Split], order: list[str], ratios: dict[Split, float]) -> None:
+def correction_key(example: Example) -> str | None:
+    """The fact a correction teaches (its text, case and spacing aside); None for other examples."""
+    if example.target_source != "correction" or example.target is None:
+        return None
+    return " ".join(example.target.split()).casefold()
+
+
+def _corrections(members: Sequence[Example]) -> set[str]:
+    return {key for key in map(correction_key, members) if key is not None}
+
+
+def _teach_every_correction(
+    assignment: dict[str, Split], groups: dict[str, list[Example]], order: list[str]
+) -> None:
+    taught = {key for c in order if assignment[c] == "train" for key in _corrections(groups[c])}
+    for conversation in order:
+        corrections = _corrections(groups[conversation])
+        if assignment[conversation] != "train" and corrections - taught:
+            assignment[conversation] = "train"
+            taught |= corrections
+
+
+def _fill_empty_splits(
+    assignment: dict[str, Split],
+    order: list[str],
+    ratios: dict[Split, float],
+    groups: dict[str, list[Example]],
+) -> None:
     wanted = [s for s in SPLITS if ratios[s] > 0]
     if len(assignment) < len(wanted):
         return
@@ -158,5 +193,15 @@ def _fill_empty_splits(assignment: dict[str, Split], order: list[str], ratios: d
         donor = max(wanted, key=lambda s: (sizes[s], -SPLITS.index(s)))
         if sizes[donor] <= 1:
             return
-        moved = next(c for c in reversed(order) if assignment[c] == donor)
-        assignment[moved] = split
+        taught_twice = Counter(
+            key for c in order if assignment[c] == "train" for key in _corrections(groups[c])
+        )
+        movable = [
+            c
+            for c in reversed(order)
+            if assignment[c] == donor
+            and (donor != "train" or all(taught_twice[k] > 1 for k in _corrections(groups[c])))
+        ]
+        if not movable:
+            continue
+        assignment[movable[0]] = split

@@ -503,6 +503,35 @@ def test_small_data_still_fills_validation_and_test() -> None:
     ]
 
 
+def test_every_correction_is_taught_and_its_other_phrasings_are_held_out() -> None:
+    # The loop's smallest case: three corrected facts, two or three conversations each (near-duplicate
+    # phrasings removed). Any two conversations could be the held-out ones, both of one fact included.
+    facts = {"file": 2, "port": 2, "error": 3}
+    examples = [
+        example(f"{fact}{n}", f"conv-{fact}-{n}", category="coding", priority="correction").model_copy(
+            update={"target": f"The  {fact.upper()} fact." if n else f"the {fact.upper()} fact."}
+        )
+        for fact, count in facts.items()
+        for n in range(count)
+    ]
+    for seed in range(30):
+        assignment = split_by_conversation(examples, ratios=RATIOS, seed=seed)
+        train = {c.split("-")[1] for c, split in assignment.items() if split == "train"}
+        assert train == set(facts), (seed, assignment)
+        assert sorted(assignment.values()).count("train") == 5  # and validation and test one each
+        assert {"validation", "test"} <= set(assignment.values())
+    # Three facts asked once each: all three are taught, none is left to hold out.
+    once = [e for e in examples if e.interaction_id.endswith("0")]
+    assert set(split_by_conversation(once, ratios=RATIOS, seed=0).values()) == {"train"}
+    # Confirmed answers are held out as before (small data still fills validation and test).
+    answers = [example(f"a{n}", f"a{n}", category="coding") for n in range(3)]
+    assert sorted(split_by_conversation(answers, ratios=RATIOS, seed=0).values()) == [
+        "test",
+        "train",
+        "validation",
+    ]
+
+
 def test_balancing_caps_the_majority_and_keeps_its_best() -> None:
     coding = [example(f"c{n}", f"c{n}", category="coding") for n in range(30)]
     coding[7] = example("c7", "c7", category="coding", priority="correction")
