@@ -249,6 +249,7 @@ def _feed(scenario: Any, settings: Any, *, n_threads: int) -> FeedSummary:
     """Ask the scenario's prompts through a real server; correct what it gets wrong."""
     from openai import OpenAI
 
+    from genesys.api.serving import CONVERSATION_HEADER
     from genesys.bench.serve import _free_port, _server
     from genesys.tools.scenario import is_right
 
@@ -267,6 +268,9 @@ def _feed(scenario: Any, settings: Any, *, n_threads: int) -> FeedSummary:
                         max_tokens=FEED_MAX_TOKENS,
                         temperature=0.0,
                         user=f"bench-user-{number}-{index}",
+                        # Fixed conversation ids (the data dir is fresh): the split is seeded by them,
+                        # so every run curates the same dataset and trains on the same rows.
+                        extra_headers={CONVERSATION_HEADER: f"bench-learn-{item.id}-{index}"},
                     )
                     answer = response.choices[0].message.content or ""
                     asked += 1

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from genesys.runtime.settings import load_settings
+from genesys.runtime.store import Store
 from tests.test_cli import REPO, genesys, one_line_error
 
 pytestmark = pytest.mark.slow
@@ -33,6 +35,13 @@ def test_bench_learn_runs_the_whole_loop_and_prints_its_figures(tmp_path: Path) 
     # Two facts, three phrasings each: six questions asked through the API, all answered wrong by the
     # base model and corrected; the cycle curated them, trained 4 steps, and the Validator decided.
     assert figures["feed"]["asked"] == 6 and figures["feed"]["corrected"] == 6
+    # Each question its own conversation, named by item and phrasing: the split (seeded by them) and
+    # so the trained rows are the same every run.
+    store = Store(load_settings(data_dir=tmp_path / "data").database_url)
+    ids = [json.loads(line)["id"] for line in lines]
+    assert sorted(i.conversation_id for i in store.interactions.list()) == sorted(
+        f"bench-learn-{item}-{n}" for item in ids for n in range(3)
+    )
     assert figures["holdout_accuracy_before"] == 0
     assert figures["outcome"] in ("validated", "rejected") and figures["candidate"] == "v1"
     assert figures["hyperparameters"]["total_steps"] == 4
