@@ -9,8 +9,8 @@ No model that paraphrases well runs here, so the rewrites are rules, determinist
 rebuilds byte for byte) and generic — nothing here knows any scenario:
 
 - frames: "How do I X?" -> "What is the way to X?", "Show me how to X.", "I need to X. How?";
-  "What/Which ...?" (or "On what ...?") -> "Tell me ...", "Do you know ...?"; a leading
-  "In <library>, ..." moved to the end ("... in <library>?");
+  "What/Which ...?" -> "Tell me ...", "Do you know ...?"; a leading "In <library>, ..." moved to the
+  end ("... in <library>?");
 - words: common programming words swapped for near-synonyms (create/build, add/submit, start/launch,
   job/task, parallel/concurrent, settings/configuration, ...), one or two per rewrite;
 - the answer's own words: a correction that says what it does ("Start a worker with `x`", "To add a
