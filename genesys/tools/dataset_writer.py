@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,14 +33,11 @@ from typing import Any, Protocol
 
 from genesys.tools.curation_examples import Example, Message
 from genesys.tools.dataset_manifest import MANIFEST_NAME, FileRecord, canonical_json
-from genesys.tools.dataset_selection import SPLITS, Split, correction_key
+from genesys.tools.dataset_selection import SPLITS, Split
 from genesys.tools.paraphrase import paraphrase_question
 
 SPLIT_DIRS: dict[Split, str] = {"train": "train_set", "validation": "validation_set", "test": "test_set"}
 ROW_FILES = ("sft.jsonl", "preference.jsonl", "kto.jsonl")
-# A question asked once gets at most this many times the configured rewrites, to catch up with the
-# facts asked more often.
-MAX_REWRITE_FACTOR = 4
 PROCESSED_STAGES = ("curated", "tagged", "balanced")
 
 
@@ -53,36 +49,6 @@ def sft_row(example: Example) -> dict[str, Any] | None:
     if example.target is None:
         return None
     return {"messages": [*example.prompt, *_assistant(example.target)]}
-
-
-def rewrites_per_example(examples: Sequence[Example], paraphrases: int) -> dict[str, int]:
-    """``{interaction id: rewrites}`` for the corrected examples of a train split: every corrected
-    fact (the same correction, whoever gave it) trained about as often as the most asked one.
-
-    The fact asked most gets ``paraphrases`` rewrites of each of its questions; the others get enough
-    more to reach as many rows (spread over their questions, at most ``MAX_REWRITE_FACTOR`` x
-    ``paraphrases`` each). Without it a fact whose other phrasings were held out or were near-duplicates
-    is trained a third as often as its neighbours: measured on the Fernwick scenario (17 facts, 2 to 9
-    rows each), the two facts with 2-3 rows missed all four of their holdout phrasings, and the facts
-    trained most became the answers to questions the adapter did not place.
-    """
-    if paraphrases <= 0:
-        return {}
-    facts: dict[str, list[Example]] = defaultdict(list)
-    for example in examples:
-        key = correction_key(example)
-        if key is not None:
-            facts[key].append(example)
-    if not facts:
-        return {}
-    rows_each = (1 + paraphrases) * max(len(group) for group in facts.values())
-    cap = MAX_REWRITE_FACTOR * paraphrases
-    counts: dict[str, int] = {}
-    for group in facts.values():
-        base, extra = divmod(max(0, rows_each - len(group)), len(group))
-        for n, example in enumerate(group):
-            counts[example.interaction_id] = min(cap, base + (n < extra))
-    return counts
 
 
 def paraphrased_sft_rows(example: Example, n: int, avoid: set[str]) -> list[dict[str, Any]]:
@@ -203,9 +169,8 @@ def plan_files(
     paraphrases: int = 0,
 ) -> DatasetFiles:
     """Serialise every file of a version (rows in the order given). The train split's SFT file also
-    gets rewrites of its corrected questions, after the original rows: ``paraphrases`` each, more for
-    facts asked less (``rewrites_per_example``). The other splits never do (a rewrite of a training
-    question would leak it into validation or test), and no rewrite is a question of any split."""
+    gets ``paraphrases`` rewrites of each corrected question, after the original rows; the other splits
+    never do (a rewrite of a training question would leak it into validation or test)."""
     files = DatasetFiles()
     files.add("processed/curated.jsonl", (curated_row(e) for e in curated))
     files.add("processed/tagged.jsonl", tagged)
@@ -216,12 +181,8 @@ def plan_files(
         members = [e for e in final if assignment[e.conversation_id] == split]
         rows = [r for e in members if (r := sft_row(e))]
         if split == "train" and paraphrases:
-            # Every split's questions: a rewrite equal to a held-out question would leak it.
-            asked = {e.prompt[-1]["content"] for e in final}
-            counts = rewrites_per_example(members, paraphrases)
-            rows += [
-                r for e in members for r in paraphrased_sft_rows(e, counts.get(e.interaction_id, 0), asked)
-            ]
+            asked = {e.prompt[-1]["content"] for e in members}
+            rows += [r for e in members for r in paraphrased_sft_rows(e, paraphrases, asked)]
         files.add(f"{split}/sft.jsonl", rows)
         files.add(f"{split}/preference.jsonl", (r for e in members if (r := preference_row(e))))
         files.add(f"{split}/kto.jsonl", (r for e in members for r in kto_rows(e)))

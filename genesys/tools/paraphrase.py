@@ -83,8 +83,6 @@ SYNONYMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting", ("pending", "queued")),
     ("pending", ("waiting", "queued")),
     ("periodic", ("recurring", "scheduled")),
-    ("listen", ("serve",)),
-    ("dashboard", ("UI",)),
 )
 # A corrected answer often says what it does before how: "Start a worker with `x`", "To add a job,
 # call `y`". Such a clause is the question the correction answers, in the answer's own words.
@@ -99,10 +97,7 @@ _CALL_TO = re.compile(r"^call `[^`]+` to (?P<goal>[^,.;`]+)", re.IGNORECASE)
 _YOU_DO = re.compile(r"^in (?P<lib>[\w.-]+),? you (?P<goal>[^`]+?) (?:with|by|using) ", re.IGNORECASE)
 
 _HOW = re.compile(r"^(?:how (?:do|can|should|would) (?:i|you|we)|how to) (?P<rest>.+)$", re.IGNORECASE)
-_WH = re.compile(
-    r"^(?:(?:on|in|at|from|to|for|with|by|under) )?(?P<wh>what|which|where|when|who)\b(?P<rest>.*)$",
-    re.IGNORECASE,
-)
+_WH = re.compile(r"^(?P<wh>what|which|where|when|who)\b(?P<rest>.*)$", re.IGNORECASE)
 _IN_LIB = re.compile(
     r"^(?:in|with|using) (?:the )?(?P<lib>[\w.-]+)(?: library| package)?, (?P<rest>.+)$", re.IGNORECASE
 )

@@ -35,7 +35,6 @@ from genesys.tools.curation_examples import (
 )
 from genesys.tools.dataset_manifest import DatasetManifest
 from genesys.tools.dataset_selection import balance_categories, split_by_conversation
-from genesys.tools.dataset_writer import plan_files, rewrites_per_example
 from genesys.tools.quality import QualityBounds
 from genesys.tools.scrub import Scrubber, scrub_text
 from tests.tools.conftest import START, make_interaction
@@ -531,44 +530,6 @@ def test_every_correction_is_taught_and_its_other_phrasings_are_held_out() -> No
         "train",
         "validation",
     ]
-
-
-def corrected(interaction_id: str, question: str, correction: str) -> Example:
-    return example(
-        interaction_id, f"conv-{interaction_id}", category="coding", priority="correction"
-    ).model_copy(update={"prompt": [{"role": "user", "content": question}], "target": correction})
-
-
-def test_facts_asked_less_get_more_rewrites_and_none_is_a_held_out_question() -> None:
-    often = [corrected(f"a{n}", f"question a{n}", "Fact A.") for n in range(3)]
-    twice = [corrected(f"b{n}", f"question b{n}", "Fact B.") for n in range(2)]
-    once = [corrected("c0", "question c0", "fact  a.")]  # the same correction as A, spelled otherwise
-    lone = [corrected("d0", "question d0", "Fact D.")]
-    plain = [example("e0", "conv-e0", category="coding")]
-    counts = rewrites_per_example(often + twice + lone + plain, 2)
-    # The most asked fact: 3 questions x (1 + 2) rows; the others catch up, at most 4 x 2 rewrites each.
-    assert [counts[e.interaction_id] for e in often] == [2, 2, 2]
-    assert [counts[e.interaction_id] for e in twice] == [4, 3]
-    assert counts["d0"] == 8 and "e0" not in counts
-    # A fourth question of fact A (case and spacing aside): one fact, 2 rewrites for each question.
-    assert set(rewrites_per_example(often + once, 2).values()) == {2}
-    assert rewrites_per_example(often, 0) == {}
-
-    # The correction says which question it answers; a user asked exactly that, and it was held out.
-    answer = "Start an acme worker with `acme.run(q)`."
-    train = corrected("t0", "What launches acme workers?", answer)
-    held = corrected("h0", "How do I start an acme worker?", answer)
-    files = plan_files(
-        curated=[train, held],
-        tagged=[],
-        final=[train, held],
-        assignment={"conv-t0": "train", "conv-h0": "test"},
-        paraphrases=2,
-    )
-    data = next(f.data for f in files.files if f.key == "train/sft.jsonl").decode()
-    questions = [json.loads(line)["messages"][0]["content"] for line in data.splitlines()]
-    assert questions[0] == "What launches acme workers?" and len(questions) == 3
-    assert "How do I start an acme worker?" not in questions
 
 
 def test_balancing_caps_the_majority_and_keeps_its_best() -> None:

@@ -28,15 +28,9 @@ def test_rewrites_are_distinct_new_and_deterministic() -> None:
 
 
 def test_questions_with_few_rules_still_get_rewrites_and_nothing_is_invented() -> None:
-    assert paraphrase_question("Which port does the server use?", 2) == [
-        "Tell me which port does the server use.",
-        "Do you know which port does the server use?",
-    ]
-    # A question led by a preposition gets the same frames as one led by its wh-word.
-    assert paraphrase_question("On what port does the server listen?", 3) == [
-        "Tell me on what port does the server listen.",
-        "Tell me on what port does the server serve.",
-        "On what port does the server serve?",
+    assert paraphrase_question("Which port does the dashboard use?", 2) == [
+        "Tell me which port does the dashboard use.",
+        "Do you know which port does the dashboard use?",
     ]
     assert paraphrase_question("", 3) == []
     assert paraphrase_question("How do I list jobs?", 0) == []
