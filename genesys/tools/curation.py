@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-CURATOR_VERSION = "curator-1"
+CURATOR_VERSION = "curator-2"  # 2: every correction taught; no rewrite is a held-out question
 MAX_SELECTION = 100_000
 # A row (prompt + answer) is capped at this many characters per token of the context window: about
 # four characters a token for English and code.

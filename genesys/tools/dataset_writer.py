@@ -170,7 +170,8 @@ def plan_files(
 ) -> DatasetFiles:
     """Serialise every file of a version (rows in the order given). The train split's SFT file also
     gets ``paraphrases`` rewrites of each corrected question, after the original rows; the other splits
-    never do (a rewrite of a training question would leak it into validation or test)."""
+    never do (a rewrite of a training question would leak it into validation or test), and no rewrite
+    is a question of any split."""
     files = DatasetFiles()
     files.add("processed/curated.jsonl", (curated_row(e) for e in curated))
     files.add("processed/tagged.jsonl", tagged)
@@ -181,7 +182,8 @@ def plan_files(
         members = [e for e in final if assignment[e.conversation_id] == split]
         rows = [r for e in members if (r := sft_row(e))]
         if split == "train" and paraphrases:
-            asked = {e.prompt[-1]["content"] for e in members}
+            # Every split's questions: a rewrite equal to a held-out question would leak it.
+            asked = {e.prompt[-1]["content"] for e in final}
             rows += [r for e in members for r in paraphrased_sft_rows(e, paraphrases, asked)]
         files.add(f"{split}/sft.jsonl", rows)
         files.add(f"{split}/preference.jsonl", (r for e in members if (r := preference_row(e))))

@@ -35,6 +35,7 @@ from genesys.tools.curation_examples import (
 )
 from genesys.tools.dataset_manifest import DatasetManifest
 from genesys.tools.dataset_selection import balance_categories, split_by_conversation
+from genesys.tools.dataset_writer import plan_files
 from genesys.tools.quality import QualityBounds
 from genesys.tools.scrub import Scrubber, scrub_text
 from tests.tools.conftest import START, make_interaction
@@ -530,6 +531,30 @@ def test_every_correction_is_taught_and_its_other_phrasings_are_held_out() -> No
         "train",
         "validation",
     ]
+
+
+def corrected(interaction_id: str, question: str, correction: str) -> Example:
+    return example(
+        interaction_id, f"conv-{interaction_id}", category="coding", priority="correction"
+    ).model_copy(update={"prompt": [{"role": "user", "content": question}], "target": correction})
+
+
+def test_no_rewrite_is_a_held_out_question() -> None:
+    # The correction says which question it answers; a user asked exactly that, and it was held out.
+    answer = "Start an acme worker with `acme.run(q)`."
+    train = corrected("t0", "What launches acme workers?", answer)
+    held = corrected("h0", "How do I start an acme worker?", answer)
+    files = plan_files(
+        curated=[train, held],
+        tagged=[],
+        final=[train, held],
+        assignment={"conv-t0": "train", "conv-h0": "test"},
+        paraphrases=2,
+    )
+    data = next(f.data for f in files.files if f.key == "train/sft.jsonl").decode()
+    questions = [json.loads(line)["messages"][0]["content"] for line in data.splitlines()]
+    assert questions[0] == "What launches acme workers?" and len(questions) == 3
+    assert "How do I start an acme worker?" not in questions
 
 
 def test_balancing_caps_the_majority_and_keeps_its_best() -> None:
