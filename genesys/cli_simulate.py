@@ -76,6 +76,8 @@ def simulate_command(
     from genesys.server_api import HttpServerApi
     from genesys.tools.scenario import load_scenario
     from genesys.tools.simulation import (
+        RUN_TAG_MAX_LENGTH,
+        RUN_TAG_PATTERN,
         Simulation,
         SimulationConfig,
         TimelineEvent,
@@ -89,8 +91,10 @@ def simulate_command(
     _positive("--max-tokens", max_tokens, whole=True)
     if not math.isfinite(settle_seconds) or settle_seconds < 0:
         fail(f"--settle-seconds must be 0 or more, got {settle_seconds:g}")
-    if run_tag is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", run_tag):
-        fail(f"--run-tag must be 1 to 40 letters, digits, '.', '_' or '-', got {run_tag!r}")
+    if run_tag is not None and not (
+        re.fullmatch(RUN_TAG_PATTERN, run_tag) and len(run_tag) <= RUN_TAG_MAX_LENGTH
+    ):
+        fail(f"--run-tag must be 1 to {RUN_TAG_MAX_LENGTH} letters, digits, '.', '_' or '-', got {run_tag!r}")
     loaded = load_scenario(path)
     config = SimulationConfig(
         users=users,

@@ -150,8 +150,9 @@ def split_by_conversation(
             assigned[split] += size
             assignment[conversation] = split
             order.append(conversation)
-    _teach_every_correction(assignment, groups, order)
-    _fill_empty_splits(assignment, order, ratios, groups)
+    corrections = {conversation: _corrections(members) for conversation, members in groups.items()}
+    _teach_every_correction(assignment, corrections, order)
+    _fill_empty_splits(assignment, order, ratios, corrections)
     return assignment
 
 
@@ -167,21 +168,21 @@ def _corrections(members: Sequence[Example]) -> set[str]:
 
 
 def _teach_every_correction(
-    assignment: dict[str, Split], groups: dict[str, list[Example]], order: list[str]
+    assignment: dict[str, Split], corrections: dict[str, set[str]], order: list[str]
 ) -> None:
-    taught = {key for c in order if assignment[c] == "train" for key in _corrections(groups[c])}
+    """``corrections``: conversation -> the corrections it holds (``_corrections``)."""
+    taught = {key for c in order if assignment[c] == "train" for key in corrections[c]}
     for conversation in order:
-        corrections = _corrections(groups[conversation])
-        if assignment[conversation] != "train" and corrections - taught:
+        if assignment[conversation] != "train" and corrections[conversation] - taught:
             assignment[conversation] = "train"
-            taught |= corrections
+            taught |= corrections[conversation]
 
 
 def _fill_empty_splits(
     assignment: dict[str, Split],
     order: list[str],
     ratios: dict[Split, float],
-    groups: dict[str, list[Example]],
+    corrections: dict[str, set[str]],
 ) -> None:
     wanted = [s for s in SPLITS if ratios[s] > 0]
     if len(assignment) < len(wanted):
@@ -193,14 +194,12 @@ def _fill_empty_splits(
         donor = max(wanted, key=lambda s: (sizes[s], -SPLITS.index(s)))
         if sizes[donor] <= 1:
             return
-        taught_twice = Counter(
-            key for c in order if assignment[c] == "train" for key in _corrections(groups[c])
-        )
+        taught_twice = Counter(key for c in order if assignment[c] == "train" for key in corrections[c])
         movable = [
             c
             for c in reversed(order)
             if assignment[c] == donor
-            and (donor != "train" or all(taught_twice[k] > 1 for k in _corrections(groups[c])))
+            and (donor != "train" or all(taught_twice[k] > 1 for k in corrections[c]))
         ]
         if not movable:
             continue

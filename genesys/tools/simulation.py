@@ -67,6 +67,11 @@ class ServerApi(Protocol):
     def rollout(self) -> dict[str, Any]: ...
 
 
+# What a run tag may hold: it becomes part of conversation ids (``sim-<tag>-r<round>-q<index>``).
+RUN_TAG_PATTERN = r"^[A-Za-z0-9_.-]+$"
+RUN_TAG_MAX_LENGTH = 40
+
+
 class SimulationConfig(BaseModel):
     users: int = Field(20, ge=1, le=10_000, description="Distinct simulated users (stable names).")
     seed: int = Field(0, description="Order of the questions and the users' names.")
@@ -79,8 +84,8 @@ class SimulationConfig(BaseModel):
     run_tag: str | None = Field(
         None,
         min_length=1,
-        max_length=40,
-        pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=RUN_TAG_MAX_LENGTH,
+        pattern=RUN_TAG_PATTERN,
         description="Names this run's conversations (sim-<tag>-r<round>-q<question>): the same tag, the "
         "same conversation ids, so a fresh server curates the same dataset run after run. None: a random "
         "tag, so that runs against one server never share a conversation.",
