@@ -135,12 +135,15 @@ def build_sft_trainer(
     output_dir: Path,
     *,
     callbacks: list[TrainerCallback] | None = None,
+    shared_prefix: bool = True,
     **overrides: Any,
 ) -> SFTTrainer:
     """An SFTTrainer that wraps ``model`` in a fresh LoRA adapter; the base weights stay frozen.
 
     ``train_dataset``/``eval_dataset`` are pre-tokenized (``data.to_dataset``). With early stopping
-    on, an ``EarlyStoppingCallback`` watches the validation loss. ``overrides`` go to the SFTConfig.
+    on, an ``EarlyStoppingCallback`` watches the validation loss. ``shared_prefix``: training batches run
+    the prompt their rows share once (``shared_prefix.shared_prefix_loss``; the same loss and gradients).
+    ``overrides`` go to the SFTConfig.
     """
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -161,6 +164,7 @@ def build_sft_trainer(
         peft_config=lora_config(config),
         callbacks=all_callbacks,
         replay_loss=config.replay_loss,
+        shared_prefix=shared_prefix,
     )
     # Without a progress bar transformers prints every log to stdout; progress goes to the store instead.
     trainer.remove_callback(PrinterCallback)
@@ -222,18 +226,28 @@ class _ReplayFlag:
 
 def _trainer_class() -> Any:
     """SFTTrainer whose random order is ``LengthBucketSampler``'s (other strategies, such as the
-    benchmark's ``sequential``, are transformers' own), and whose replay rows are trained with
-    ``replay_kl_loss`` when the run asks for it (``replay_loss: kl``)."""
+    benchmark's ``sequential``, are transformers' own), whose replay rows are trained with
+    ``replay_kl_loss`` when the run asks for it (``replay_loss: kl``), and whose training batches run
+    the prompt their rows share once (``shared_prefix_loss``; ``shared_prefix=False``: the usual way)."""
     from trl import SFTTrainer
 
     from genesys.tools.training.sampling import LengthBucketSampler
+    from genesys.tools.training.shared_prefix import (
+        MIN_SHARED_TOKENS,
+        shared_prefix_length,
+        shared_prefix_loss,
+    )
 
     class GenesysSFTTrainer(SFTTrainer):
         replay_loss: str = "ce"
+        shared_prefix: bool = True
 
-        def __init__(self, *args: Any, replay_loss: str = "ce", **kwargs: Any) -> None:
+        def __init__(
+            self, *args: Any, replay_loss: str = "ce", shared_prefix: bool = True, **kwargs: Any
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.replay_loss = replay_loss
+            self.shared_prefix = shared_prefix
             self.data_collator = _ReplayFlag(self.data_collator)
 
         def _set_signature_columns_if_needed(self) -> None:
@@ -257,10 +271,24 @@ def _trainer_class() -> Any:
             num_items_in_batch: Any = None,
         ) -> Any:
             replay = inputs.pop(REPLAY_COLUMN, None)
-            if self.replay_loss != "kl" or replay is None or not bool(replay.any()) or return_outputs:
+            if self.replay_loss == "kl" and replay is not None and bool(replay.any()) and not return_outputs:
+                return replay_kl_loss(model, inputs, replay, num_items_in_batch)
+            prefix = 0
+            # (Gradient checkpointing keeps no cache in training: nothing to share the prefix through.)
+            if (
+                model.training
+                and not return_outputs
+                and self.shared_prefix
+                and not self.args.gradient_checkpointing
+            ):
+                prefix = shared_prefix_length(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+            if prefix < MIN_SHARED_TOKENS:
                 return super().compute_loss(
                     model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
                 )
-            return replay_kl_loss(model, inputs, replay, num_items_in_batch)
+            # TRL's own path counts the tokens trained (progress reports tokens/s from them).
+            self._total_train_tokens += int(inputs["attention_mask"].sum())
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return shared_prefix_loss(model, inputs, prefix, num_items_in_batch)
 
     return GenesysSFTTrainer
