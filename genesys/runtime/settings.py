@@ -46,7 +46,7 @@ class DataCollection(_Section):
     )
     context_window: int = Field(4096, gt=0, description="Largest prompt in tokens; longer ones get a 400.")
     paraphrases_per_correction: int = Field(
-        2,
+        4,
         ge=0,
         le=10,
         description="Rewrites of each corrected question the Curator adds to the training split, each with "

@@ -129,13 +129,13 @@ def test_rows_that_share_answers_need_fewer_epochs(settings: Any) -> None:
     # 17 corrections, each asked three ways: the measured setting, 15 passes over each answer.
     measured = choose_hyperparameters(51, 51 * 140, settings, n_distinct_answers=17)
     assert measured.epochs == 5
-    # The same 17 answers under 7 phrasings each (the Curator's rewrites): 3 epochs train each about
-    # 21 times; the run says why.
-    rewritten = choose_hyperparameters(119, 119 * 140, settings, n_distinct_answers=17)
+    # The same 17 answers under 11 phrasings each (3 users' and 4 rewrites of each, some removed as
+    # near-duplicates): 3 epochs train each about 32 times; the run says why.
+    rewritten = choose_hyperparameters(181, 181 * 140, settings, n_distinct_answers=17)
     assert (rewritten.learning_rate, rewritten.epochs) == (pytest.approx(2e-3), 3)
     assert "17 different answers" in "\n".join(rewritten.reasons)
     # Under 200 rows every micro-batch is a step: more updates for the same compute.
-    assert (rewritten.batch_size, rewritten.gradient_accumulation, rewritten.steps_per_epoch) == (4, 1, 30)
+    assert (rewritten.batch_size, rewritten.gradient_accumulation, rewritten.steps_per_epoch) == (4, 1, 46)
     assert "no gradient accumulation (configured 8)" in "\n".join(rewritten.reasons)
     # Never fewer than two epochs, and rows with different answers keep the tier's epochs.
     assert choose_hyperparameters(150, 150 * 140, settings, n_distinct_answers=3).epochs == 2
