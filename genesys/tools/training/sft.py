@@ -274,12 +274,14 @@ def _trainer_class() -> Any:
             if self.replay_loss == "kl" and replay is not None and bool(replay.any()) and not return_outputs:
                 return replay_kl_loss(model, inputs, replay, num_items_in_batch)
             prefix = 0
-            # (Gradient checkpointing keeps no cache in training: nothing to share the prefix through.)
+            # Gradient checkpointing keeps no cache in training: nothing to share the prefix through.
+            # Under DDP (several processes) batches train the usual way (see shared_prefix).
             if (
                 model.training
                 and not return_outputs
                 and self.shared_prefix
                 and not self.args.gradient_checkpointing
+                and self.accelerator.num_processes == 1
             ):
                 prefix = shared_prefix_length(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
             if prefix < MIN_SHARED_TOKENS:

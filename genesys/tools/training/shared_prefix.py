@@ -9,7 +9,9 @@ so the prefix's states do not depend on what follows them, and the gradient reac
 sum of what every row sends back to it (``expand``).
 
 It applies when the rows share at least ``MIN_SHARED_TOKENS`` real tokens before the first token that
-carries a label; otherwise (one row, rows of different prompts) the batch trains the usual way.
+carries a label, on one process (under DDP the model is trained the usual way: sharing has not been
+tested there, and a GPU gains little from it); otherwise (one row, rows of different prompts) the batch
+trains the usual way.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def shared_prefix_loss(
     input_ids, attention_mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
     rows, length = input_ids.shape
     peft_model: Any = getattr(model, "module", model)  # unwrapped from DDP
-    backbone = peft_model.get_base_model().model  # the decoder stack, LoRA layers included
+    backbone = peft_model.get_base_model().base_model  # the decoder stack, LoRA layers included
     head = backbone(
         input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix], use_cache=True
     )
