@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -77,12 +76,12 @@ def simulate_command(
     from genesys.tools.scenario import load_scenario
     from genesys.tools.simulation import (
         RUN_TAG_MAX_LENGTH,
-        RUN_TAG_PATTERN,
         Simulation,
         SimulationConfig,
         TimelineEvent,
         format_event,
         format_timeline,
+        is_valid_run_tag,
     )
 
     path = _scenario(scenario)
@@ -91,9 +90,7 @@ def simulate_command(
     _positive("--max-tokens", max_tokens, whole=True)
     if not math.isfinite(settle_seconds) or settle_seconds < 0:
         fail(f"--settle-seconds must be 0 or more, got {settle_seconds:g}")
-    if run_tag is not None and not (
-        re.fullmatch(RUN_TAG_PATTERN, run_tag) and len(run_tag) <= RUN_TAG_MAX_LENGTH
-    ):
+    if run_tag is not None and not is_valid_run_tag(run_tag):
         fail(f"--run-tag must be 1 to {RUN_TAG_MAX_LENGTH} letters, digits, '.', '_' or '-', got {run_tag!r}")
     loaded = load_scenario(path)
     config = SimulationConfig(

@@ -23,6 +23,7 @@ logic here makes no HTTP call of its own.
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -70,6 +71,11 @@ class ServerApi(Protocol):
 # What a run tag may hold: it becomes part of conversation ids (``sim-<tag>-r<round>-q<index>``).
 RUN_TAG_PATTERN = r"^[A-Za-z0-9_.-]+$"
 RUN_TAG_MAX_LENGTH = 40
+
+
+def is_valid_run_tag(tag: str) -> bool:
+    """Whether ``SimulationConfig.run_tag`` accepts ``tag`` (for a one-line CLI error before the config)."""
+    return len(tag) <= RUN_TAG_MAX_LENGTH and re.fullmatch(RUN_TAG_PATTERN, tag) is not None
 
 
 class SimulationConfig(BaseModel):

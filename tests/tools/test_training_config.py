@@ -126,7 +126,7 @@ def test_sixty_rows_get_the_measured_setting(settings: Any) -> None:
 
 
 def test_rows_that_share_answers_need_fewer_epochs(settings: Any) -> None:
-    # 17 corrections, each asked three ways: the measured setting, 15 passes over each answer.
+    # 17 corrections, each asked three ways: 3 rows an answer keep the tier's 5 epochs.
     measured = choose_hyperparameters(51, 51 * 140, settings, n_distinct_answers=17)
     assert measured.epochs == 5
     # The same 17 answers under 11 phrasings each (3 users' and 4 rewrites of each, some removed as
